@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Kernel headers whose declarations the module's own bindgen run turns into
+ * rust/sys_generated.rs (see Kbuild). Types the kernel crate already binds
+ * (struct device, struct file, ...) are not regenerated: rust/sys.rs glob-imports
+ * kernel::bindings and bindgen runs with --no-recursive-allowlist.
+ */
+#include <linux/device.h>
+#include <linux/eventfd.h>
+#include <linux/mdev.h>
+#include <linux/vfio.h>
+#include <uapi/linux/vfio.h>

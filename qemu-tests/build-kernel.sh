@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Build (once) the Rust-enabled 6.12 test kernel and print its directory.
+#
+# The tree is Debian's linux-source-6.12, configured from tinyconfig plus
+# qemu-tests/kernel.config, built with LLVM=1. It lives in a cache outside
+# the checkout, keyed on the kernel version, the fragment, rustc, bindgen and
+# clang, so a second run only checks a stamp file.
+#
+# Progress goes to stderr; the kernel directory is the only thing on stdout.
+# With --print-dir, only print where the tree is (or would be) and build
+# nothing.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache=${VFIO_MIG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vfio-mig-sample}
+fragment=$here/kernel.config
+tarball=/usr/src/linux-source-6.12.tar.xz
+
+log() { printf '[kernel] %s\n' "$*" >&2; }
+
+[ -f "$tarball" ] || { log "missing $tarball: run qemu-tests/install-deps.sh"; exit 1; }
+
+kver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
+key=$( {
+	echo "$kver"
+	cat "$fragment"
+	sed -n '/^# --- key/,$p' "${BASH_SOURCE[0]}"
+	rustc --version
+	bindgen --version
+	clang --version | head -n 1
+} | sha256sum | cut -c1-16)
+kdir=$cache/linux-$kver-$key
+
+if [ "${1:-}" = "--print-dir" ]; then
+	echo "$kdir"
+	exit 0
+fi
+
+if [ -f "$kdir/.vfio-mig-built" ]; then
+	log "cached: $kdir"
+	echo "$kdir"
+	exit 0
+fi
+
+# --- key: everything below changes the cache key ---------------------------
+mkdir -p "$cache"
+if [ ! -f "$kdir/Makefile" ]; then
+	log "unpacking $tarball ($kver)"
+	rm -rf "$kdir.tmp"
+	mkdir -p "$kdir.tmp"
+	tar -xJf "$tarball" -C "$kdir.tmp" --strip-components=1
+	mv "$kdir.tmp" "$kdir"
+fi
+
+mk() { make -C "$kdir" LLVM=1 -j"$(nproc)" "$@"; }
+
+log "configuring: tinyconfig + $(basename "$fragment")"
+mk -s tinyconfig >/dev/null
+"$kdir/scripts/kconfig/merge_config.sh" -m -O "$kdir" "$kdir/.config" "$fragment" >/dev/null
+mk -s olddefconfig >/dev/null
+
+# Every option the fragment names must have survived olddefconfig: a silently
+# dropped dependency (say RUST when bindgen is missing) fails here, not later.
+bad=0
+while IFS= read -r line; do
+	case "$line" in
+	CONFIG_*=*) want=$line ;;
+	"# CONFIG_"*" is not set") want=$line ;;
+	*) continue ;;
+	esac
+	if ! grep -qxF "$want" "$kdir/.config"; then
+		name=${want#\# }
+		name=${name%%[= ]*}
+		log "fragment asks '$want' but .config has: $(grep -E "(^| )$name[= ]" "$kdir/.config" || echo 'nothing')"
+		bad=1
+	fi
+done <"$fragment"
+[ $bad -eq 0 ] || { log "config check failed"; exit 1; }
+
+log "building bzImage and modules on $(nproc) cores (log: $kdir/build.log)"
+start=$(date +%s)
+mk bzImage modules >"$kdir/build.log" 2>&1 &
+pid=$!
+while kill -0 "$pid" 2>/dev/null; do
+	sleep 30
+	n=$(grep -cE '^  (CC|RUSTC|AS|LD)' "$kdir/build.log" || true)
+	log "$(( $(date +%s) - start ))s: $n objects"
+done
+if ! wait "$pid"; then
+	tail -n 40 "$kdir/build.log" >&2
+	log "build failed"
+	exit 1
+fi
+secs=$(( $(date +%s) - start ))
+echo "$secs" >"$kdir/.build-seconds"
+log "built in ${secs}s"
+touch "$kdir/.vfio-mig-built"
+echo "$kdir"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boots the cached test kernel under virtme-ng and runs a command in it as
+# root; exits with the command's exit code.
+#
+# usage: vng-run.sh COMMAND [ARG...]
+#
+# KVM guests hang or abort on these machines, so the guest runs under TCG.
+# `no5lvl`: KASAN reports a wild access at early boot under TCG's -cpu max
+# with 5-level paging (the config also leaves X86_5LEVEL off).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+venv=${VFIO_MIG_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/vfio-mig-sample/venv}
+kdir=${KDIR:-$("$here/build-kernel.sh" --print-dir)}
+timeout_s=${VNG_TIMEOUT:-2400}
+
+[ -f "$kdir/.vfio-mig-built" ] || { echo "no test kernel in $kdir: run 'make kernel'" >&2; exit 1; }
+
+# vng execs virtme-run, which must be on PATH.
+export PATH=$venv/bin:$PATH
+
+# vng quotes nothing itself: hand it one shell-quoted command line.
+cmd=$(printf '%q ' "$@")
+exec timeout --foreground -k 10 "$timeout_s" vng --run "$kdir" \
+	--disable-kvm --force-9p --user root --memory 2G --cpus 2 \
+	--append "no5lvl" \
+	-- "$cmd"

@@ -1,0 +1,443 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The sample device: what each mdev of this driver is.
+//!
+//! An emulated PCI function with a configuration space, a register BAR
+//! (BAR0), a device-memory BAR (BAR2) and INTx/MSI through eventfds. The
+//! register and configuration logic lives in [`crate::logic`]; this file
+//! holds the state, its lock, and the VFIO ioctls. Documented for users in
+//! `Documentation/device.rst`.
+
+use crate::eventfd::EventFd;
+use crate::logic::config_space::{ConfigSpace, CONFIG_SIZE};
+use crate::logic::regions::{self, Region, NUM_REGIONS, REGION_SHIFT};
+use crate::logic::regs::{self, Registers, Route, WriteEffect, BAR0_SIZE};
+use crate::vfio::uapi;
+use crate::{mdev, vfio};
+use core::sync::atomic::{AtomicU32, Ordering};
+use kernel::alloc::flags::__GFP_ZERO;
+use kernel::c_str;
+use kernel::new_mutex;
+use kernel::prelude::*;
+use kernel::sync::Mutex;
+use kernel::uaccess::{UserSlice, UserSliceReader, UserSliceWriter};
+
+/// Device memory is handed out in units of this size.
+const POOL_UNIT: usize = 256 * 1024;
+/// Units in the pool shared by all mdevs of the parent (8 MiB).
+const POOL_UNITS: u32 = 32;
+
+/// The driver: the parent device and its types.
+pub(crate) struct SampleDriver;
+
+/// Device memory size of each type, indexed like [`SampleDriver::TYPES`].
+const MEM_SIZES: [usize; 2] = [POOL_UNIT, 8 * POOL_UNIT];
+
+impl mdev::Driver for SampleDriver {
+    const NAME: &'static CStr = c_str!("vfio_mig_sample");
+    const TYPES: &'static [mdev::TypeInfo] = &[
+        mdev::TypeInfo {
+            sysfs_name: c_str!("small"),
+            pretty_name: c_str!("vfio-mig-sample small"),
+            description: c_str!("migratable sample device, 256 KiB device memory"),
+        },
+        mdev::TypeInfo {
+            sysfs_name: c_str!("large"),
+            pretty_name: c_str!("vfio-mig-sample large"),
+            description: c_str!("migratable sample device, 2 MiB device memory"),
+        },
+    ];
+    type Device = SampleDevice;
+
+    fn new_device(type_index: usize) -> impl PinInit<SampleDevice, Error> {
+        SampleDevice::new(type_index)
+    }
+
+    fn available(type_index: usize) -> u32 {
+        const { assert!(MEM_SIZES.len() == SampleDriver::TYPES.len()) };
+        MEM_SIZES.get(type_index).map_or(0, |&size| {
+            POOL_FREE.load(Ordering::Relaxed) / units_of(size)
+        })
+    }
+}
+
+/// Free units of the device-memory pool.
+static POOL_FREE: AtomicU32 = AtomicU32::new(POOL_UNITS);
+
+fn units_of(mem_size: usize) -> u32 {
+    (mem_size / POOL_UNIT) as u32
+}
+
+/// Units taken from the pool for one device, returned on drop.
+struct PoolShare(u32);
+
+impl PoolShare {
+    /// Takes `units` from the pool, or fails with `ENOSPC`.
+    fn take(units: u32) -> Result<Self> {
+        POOL_FREE
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| {
+                free.checked_sub(units)
+            })
+            .map(|_| PoolShare(units))
+            .map_err(|_| ENOSPC)
+    }
+}
+
+impl Drop for PoolShare {
+    fn drop(&mut self) {
+        POOL_FREE.fetch_add(self.0, Ordering::AcqRel);
+    }
+}
+
+/// One mdev's device.
+#[pin_data]
+pub(crate) struct SampleDevice {
+    mem_size: usize,
+    _share: PoolShare,
+    /// Everything an access may change. One lock serialises all accesses,
+    /// so no access ever sees another half done.
+    #[pin]
+    state: Mutex<State>,
+}
+
+/// The device's state, under [`SampleDevice::state`].
+struct State {
+    config: ConfigSpace,
+    regs: Registers,
+    /// BAR2 contents.
+    mem: KVVec<u8>,
+    intx: Option<EventFd>,
+    msi: Option<EventFd>,
+    intx_masked: bool,
+}
+
+impl State {
+    fn new(mem_size: usize, subsystem_id: u16) -> Result<Self> {
+        let mut mem = KVVec::with_capacity(mem_size, GFP_KERNEL | __GFP_ZERO)?;
+        // SAFETY: The capacity is `mem_size` bytes, zeroed by the allocator,
+        // and zero is a valid `u8`.
+        unsafe { mem.set_len(mem_size) };
+        Ok(State {
+            config: ConfigSpace::new(mem_size as u64, subsystem_id),
+            regs: Registers::default(),
+            mem,
+            intx: None,
+            msi: None,
+            intx_masked: false,
+        })
+    }
+
+    /// Returns the function to its power-on state. The eventfds are the
+    /// VMM's wiring, not device state, and stay.
+    fn power_on_reset(&mut self) {
+        self.config.reset();
+        self.regs = Registers::default();
+        self.mem.fill(0);
+        self.intx_masked = false;
+    }
+
+    /// Delivers an interrupt where the wiring says.
+    fn interrupt(&mut self) {
+        let route = regs::route(
+            self.msi.is_some(),
+            self.intx.is_some(),
+            self.intx_masked,
+            self.config.intx_disabled(),
+        );
+        let target = match route {
+            Route::Msi => self.msi.as_ref(),
+            Route::Intx => {
+                self.intx_masked = true;
+                self.intx.as_ref()
+            }
+            Route::Dropped => None,
+        };
+        if let Some(efd) = target {
+            efd.signal();
+            self.regs.note_delivered();
+        }
+    }
+
+    fn status(&self) -> u32 {
+        0
+    }
+}
+
+impl SampleDevice {
+    fn new(type_index: usize) -> impl PinInit<Self, Error> {
+        let size = MEM_SIZES.get(type_index).copied().ok_or(EINVAL);
+        // Subsystem IDs number the types from 1.
+        let subsystem_id = type_index as u16 + 1;
+        try_pin_init!(Self {
+            mem_size: size?,
+            _share: PoolShare::take(units_of(size?))?,
+            state <- new_mutex!(State::new(size?, subsystem_id)?, "vfio_mig_sample:state"),
+        }? Error)
+    }
+
+    fn region_size(&self, region: Region) -> u64 {
+        match region {
+            Region::Bar0 => BAR0_SIZE,
+            Region::Bar2 => self.mem_size as u64,
+            Region::Config => CONFIG_SIZE as u64,
+            // The migration region arrives with the migration support.
+            Region::Migration => 0,
+        }
+    }
+
+    fn get_info(&self, arg: usize) -> Result<isize> {
+        // argsz, flags, num_regions, num_irqs: the `minsz` of vfio-pci.
+        let (mut reader, mut writer) = UserSlice::new(arg, 16).reader_writer();
+        let [argsz, ..] = reader.read::<[u32; 4]>()?;
+        if argsz < 16 {
+            return Err(EINVAL);
+        }
+        let flags = uapi::VFIO_DEVICE_FLAGS_PCI | uapi::VFIO_DEVICE_FLAGS_RESET;
+        writer.write(&[argsz, flags, NUM_REGIONS, uapi::NUM_IRQS])?;
+        Ok(0)
+    }
+
+    fn get_region_info(&self, arg: usize) -> Result<isize> {
+        let size = core::mem::size_of::<uapi::vfio_region_info>();
+        let (mut reader, mut writer) = UserSlice::new(arg, size).reader_writer();
+        let mut info = reader.read::<uapi::vfio_region_info>()?;
+        if (info.argsz as usize) < size || info.index >= NUM_REGIONS {
+            return Err(EINVAL);
+        }
+        let size = Region::from_index(info.index).map_or(0, |r| self.region_size(r));
+        info.flags = if size > 0 {
+            uapi::VFIO_REGION_INFO_FLAG_READ | uapi::VFIO_REGION_INFO_FLAG_WRITE
+        } else {
+            0
+        };
+        info.cap_offset = 0;
+        info.size = size;
+        info.offset = u64::from(info.index) << REGION_SHIFT;
+        writer.write(&info)?;
+        Ok(0)
+    }
+
+    fn get_irq_info(&self, arg: usize) -> Result<isize> {
+        let size = core::mem::size_of::<uapi::vfio_irq_info>();
+        let (mut reader, mut writer) = UserSlice::new(arg, size).reader_writer();
+        let mut info = reader.read::<uapi::vfio_irq_info>()?;
+        if (info.argsz as usize) < size || info.index >= uapi::NUM_IRQS {
+            return Err(EINVAL);
+        }
+        (info.flags, info.count) = match info.index {
+            uapi::INTX_IRQ_INDEX => (
+                uapi::VFIO_IRQ_INFO_EVENTFD
+                    | uapi::VFIO_IRQ_INFO_MASKABLE
+                    | uapi::VFIO_IRQ_INFO_AUTOMASKED,
+                1,
+            ),
+            uapi::MSI_IRQ_INDEX => (
+                uapi::VFIO_IRQ_INFO_EVENTFD | uapi::VFIO_IRQ_INFO_NORESIZE,
+                1,
+            ),
+            _ => (0, 0),
+        };
+        writer.write(&info)?;
+        Ok(0)
+    }
+
+    fn set_irqs(&self, arg: usize) -> Result<isize> {
+        let mut reader = UserSlice::new(arg, usize::MAX).reader();
+        let mut hdr = reader.read::<uapi::vfio_irq_set>()?;
+        let num_irqs = match hdr.index {
+            uapi::INTX_IRQ_INDEX | uapi::MSI_IRQ_INDEX => 1,
+            _ => 0,
+        };
+        let data_size = uapi::validate_irq_set(&mut hdr, num_irqs)?;
+        let mut data = [0u8; 4];
+        let data = data.get_mut(..data_size).ok_or(EINVAL)?;
+        reader.read_slice(data)?;
+
+        let action = hdr.flags & uapi::VFIO_IRQ_SET_ACTION_TYPE_MASK;
+        let data_type = hdr.flags & uapi::VFIO_IRQ_SET_DATA_TYPE_MASK;
+        // With DATA_BOOL the single flag decides; DATA_NONE means "do it".
+        let asserted = data_type != uapi::VFIO_IRQ_SET_DATA_BOOL || data.first() == Some(&1);
+
+        match (hdr.index, action) {
+            (uapi::INTX_IRQ_INDEX, uapi::VFIO_IRQ_SET_ACTION_MASK)
+            | (uapi::INTX_IRQ_INDEX, uapi::VFIO_IRQ_SET_ACTION_UNMASK) => {
+                if hdr.count != 1 || data_type == uapi::VFIO_IRQ_SET_DATA_EVENTFD {
+                    return Err(EINVAL);
+                }
+                if asserted {
+                    let mut state = self.state.lock();
+                    state.intx_masked = action == uapi::VFIO_IRQ_SET_ACTION_MASK;
+                }
+            }
+            (uapi::MSI_IRQ_INDEX, uapi::VFIO_IRQ_SET_ACTION_MASK)
+            | (uapi::MSI_IRQ_INDEX, uapi::VFIO_IRQ_SET_ACTION_UNMASK) => return Err(ENOTTY),
+            (index, uapi::VFIO_IRQ_SET_ACTION_TRIGGER) => {
+                self.set_trigger(index, hdr.count, data_type, data, asserted)?
+            }
+            _ => return Err(EINVAL),
+        }
+        Ok(0)
+    }
+
+    fn set_trigger(
+        &self,
+        index: u32,
+        count: u32,
+        data_type: u32,
+        data: &[u8],
+        asserted: bool,
+    ) -> Result {
+        let mut new_efd = None;
+        if data_type == uapi::VFIO_IRQ_SET_DATA_EVENTFD {
+            let fd = i32::from_ne_bytes(data.try_into().map_err(|_| EINVAL)?);
+            if fd != -1 {
+                new_efd = Some(EventFd::from_fd(fd)?);
+            }
+        }
+        let mut state = self.state.lock();
+        let slot = if index == uapi::INTX_IRQ_INDEX {
+            &mut state.intx
+        } else {
+            &mut state.msi
+        };
+        if data_type == uapi::VFIO_IRQ_SET_DATA_EVENTFD
+            || (count == 0 && data_type == uapi::VFIO_IRQ_SET_DATA_NONE)
+        {
+            // Install, replace or remove; the old reference goes with `old`.
+            let old = core::mem::replace(slot, new_efd);
+            drop(state);
+            drop(old);
+        } else if asserted {
+            // Loopback: signal what is installed.
+            if let Some(efd) = slot.as_ref() {
+                efd.signal();
+            }
+        }
+        Ok(())
+    }
+
+    fn read_bar0(state: &State, mem_size: u64, offset: u64, buf: &mut UserSliceWriter) -> Result {
+        check_dwords(offset, buf.len())?;
+        let mut off = offset as u32;
+        while !buf.is_empty() {
+            let val = state.regs.read(off, mem_size, state.status());
+            buf.write(&val)?;
+            off += 4;
+        }
+        Ok(())
+    }
+
+    fn write_bar0(state: &mut State, offset: u64, buf: &mut UserSliceReader) -> Result {
+        check_dwords(offset, buf.len())?;
+        let mut off = offset as u32;
+        while !buf.is_empty() {
+            let val = buf.read::<u32>()?;
+            if state.regs.write(off, val) == WriteEffect::Interrupt {
+                state.interrupt();
+            }
+            off += 4;
+        }
+        Ok(())
+    }
+}
+
+/// BAR0 takes whole dwords only.
+fn check_dwords(offset: u64, len: usize) -> Result {
+    if offset % 4 != 0 || len % 4 != 0 {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// `offset..offset + len` as a slice range (already bounds-checked by
+/// [`regions::locate`]).
+fn span(offset: u64, len: usize) -> Result<core::ops::Range<usize>> {
+    let start = usize::try_from(offset).map_err(|_| EINVAL)?;
+    Ok(start..start.checked_add(len).ok_or(EINVAL)?)
+}
+
+impl vfio::DeviceOps for SampleDevice {
+    const NAME: &'static CStr = c_str!("vfio-mig-sample");
+
+    fn open(&self) -> Result {
+        Ok(())
+    }
+
+    fn close(&self) {
+        let mut state = self.state.lock();
+        state.power_on_reset();
+        let intx = state.intx.take();
+        let msi = state.msi.take();
+        drop(state);
+        drop((intx, msi));
+    }
+
+    fn read(&self, mut buf: UserSliceWriter, pos: u64) -> Result<usize> {
+        let len = buf.len();
+        let (region, offset) =
+            regions::locate(pos, len, |r| self.region_size(r)).map_err(|_| EINVAL)?;
+        let state = self.state.lock();
+        match region {
+            Region::Config => {
+                let mut bytes = [0u8; CONFIG_SIZE];
+                let out = bytes.get_mut(..len).ok_or(EINVAL)?;
+                state
+                    .config
+                    .read(offset as usize, out)
+                    .map_err(|_| EINVAL)?;
+                drop(state);
+                buf.write_slice(out)?;
+            }
+            Region::Bar0 => Self::read_bar0(&state, self.mem_size as u64, offset, &mut buf)?,
+            Region::Bar2 => {
+                let src = state.mem.get(span(offset, len)?).ok_or(EINVAL)?;
+                buf.write_slice(src)?;
+            }
+            Region::Migration => return Err(EINVAL),
+        }
+        Ok(len)
+    }
+
+    fn write(&self, mut buf: UserSliceReader, pos: u64) -> Result<usize> {
+        let len = buf.len();
+        let (region, offset) =
+            regions::locate(pos, len, |r| self.region_size(r)).map_err(|_| EINVAL)?;
+        match region {
+            Region::Config => {
+                let mut bytes = [0u8; CONFIG_SIZE];
+                let data = bytes.get_mut(..len).ok_or(EINVAL)?;
+                buf.read_slice(data)?;
+                let mut state = self.state.lock();
+                state
+                    .config
+                    .write(offset as usize, data)
+                    .map_err(|_| EINVAL)?;
+            }
+            Region::Bar0 => {
+                let mut state = self.state.lock();
+                Self::write_bar0(&mut state, offset, &mut buf)?;
+            }
+            Region::Bar2 => {
+                let mut state = self.state.lock();
+                let dst = state.mem.get_mut(span(offset, len)?).ok_or(EINVAL)?;
+                buf.read_slice(dst)?;
+            }
+            Region::Migration => return Err(EINVAL),
+        }
+        Ok(len)
+    }
+
+    fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            uapi::DEVICE_GET_INFO => self.get_info(arg),
+            uapi::DEVICE_GET_REGION_INFO => self.get_region_info(arg),
+            uapi::DEVICE_GET_IRQ_INFO => self.get_irq_info(arg),
+            uapi::DEVICE_SET_IRQS => self.set_irqs(arg),
+            uapi::DEVICE_RESET => {
+                self.state.lock().power_on_reset();
+                Ok(0)
+            }
+            _ => Err(ENOTTY),
+        }
+    }
+}

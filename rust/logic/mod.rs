@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Pure device logic: no kernel types, no allocation, no `unsafe`.
+//!
+//! These files build twice: into the module, and on the host by
+//! `tools/model`, whose `cargo test` runs the unit tests at the bottom of
+//! each file.
+
+pub(crate) mod config_space;
+pub(crate) mod regions;
+pub(crate) mod regs;

@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! vfio_mig_sample: a migratable sample VFIO mdev device.
+//!
+//! The mdev parent `vfio_mig_sample` offers two types of an emulated PCI
+//! function (see `Documentation/device.rst`); the migration region of the
+//! 2018 VFIO migration proposal comes on top of it.
+//!
+//! Module layout: `sys` holds the raw bindings; `eventfd`, `mdev` and `vfio`
+//! are the safe wrappers around them; `device` is the device model, built on
+//! the pure logic in `logic`, which has no `unsafe` and is unit-tested on the
+//! host.
+
+use kernel::prelude::*;
+
+mod device;
+mod eventfd;
+mod logic;
+mod mdev;
+mod sys;
+mod vfio;
+
+module! {
+    type: VfioMigSample,
+    name: "vfio_mig_sample",
+    author: "vfio-mig-sample developers",
+    description: "Migratable sample VFIO mdev device (2018 migration region)",
+    license: "GPL",
+}
+
+struct VfioMigSample {
+    _parent: Pin<KBox<mdev::Registration<device::SampleDriver>>>,
+}
+
+impl kernel::Module for VfioMigSample {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let parent = mdev::Registration::new(module)?;
+        pr_info!("loaded\n");
+        Ok(Self { _parent: parent })
+    }
+}
