@@ -55,9 +55,14 @@ impl mdev::Driver for SampleDriver {
 
     fn available(type_index: usize) -> u32 {
         const { assert!(MEM_SIZES.len() == SampleDriver::TYPES.len()) };
-        MEM_SIZES.get(type_index).map_or(0, |&size| {
-            POOL_FREE.load(Ordering::Relaxed) / units_of(size)
-        })
+        MEM_SIZES
+            .get(type_index)
+            .and_then(|&size| {
+                POOL_FREE
+                    .load(Ordering::Relaxed)
+                    .checked_div(units_of(size))
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -242,14 +247,16 @@ impl SampleDevice {
     }
 
     fn set_irqs(&self, arg: usize) -> Result<isize> {
-        let mut reader = UserSlice::new(arg, usize::MAX).reader();
+        // The header and at most one 4-byte datum (every index has <= 1 IRQ).
+        let mut data = [0u8; 4];
+        let hdr_size = core::mem::size_of::<uapi::vfio_irq_set>();
+        let mut reader = UserSlice::new(arg, hdr_size + data.len()).reader();
         let mut hdr = reader.read::<uapi::vfio_irq_set>()?;
         let num_irqs = match hdr.index {
             uapi::INTX_IRQ_INDEX | uapi::MSI_IRQ_INDEX => 1,
             _ => 0,
         };
         let data_size = uapi::validate_irq_set(&mut hdr, num_irqs)?;
-        let mut data = [0u8; 4];
         let data = data.get_mut(..data_size).ok_or(EINVAL)?;
         reader.read_slice(data)?;
 

@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: GPL-2.0
+//! What Documentation/device.rst promises, in one place. Tests compare
+//! against these constants, never against literals of their own.
+
+use vfio_mig::uapi::vfio;
+
+/// The mdev parent (and module) name.
+pub const PARENT: &str = "vfio_mig_sample";
+
+/// Device-memory pool per parent, in 256 KiB units (8 MiB).
+pub const POOL_UNITS: u32 = 32;
+
+/// One mdev type.
+#[derive(Debug)]
+pub struct TypeSpec {
+    /// Suffix after `vfio_mig_sample-`.
+    pub suffix: &'static str,
+    /// The `name` attribute.
+    pub name: &'static str,
+    /// Device memory (BAR2, `MEM_SIZE`) in bytes.
+    pub mem_size: u64,
+    /// Pool units one mdev of this type takes.
+    pub units: u32,
+    /// Config-space subsystem id.
+    pub subsys_id: u16,
+    /// Ways the description may spell the memory size; one must appear.
+    pub size_words: &'static [&'static str],
+    /// BAR2 (low dword) after writing all ones: size mask | 64-bit prefetchable.
+    pub bar2_sizing: u32,
+}
+
+impl TypeSpec {
+    /// The type's directory name, e.g. `vfio_mig_sample-small`.
+    pub fn full_name(&self) -> String {
+        format!("{PARENT}-{}", self.suffix)
+    }
+
+    /// How many fit into an empty pool.
+    pub fn max_instances(&self) -> u32 {
+        POOL_UNITS / self.units
+    }
+}
+
+/// `vfio_mig_sample-small`: 256 KiB.
+pub const SMALL: TypeSpec = TypeSpec {
+    suffix: "small",
+    name: "vfio-mig-sample small",
+    mem_size: 256 << 10,
+    units: 1,
+    subsys_id: 1,
+    size_words: &["256 KiB", "256KiB", "256 KB", "256KB", "256K", "262144"],
+    bar2_sizing: 0xfffc_000c,
+};
+
+/// `vfio_mig_sample-large`: 2 MiB.
+pub const LARGE: TypeSpec = TypeSpec {
+    suffix: "large",
+    name: "vfio-mig-sample large",
+    mem_size: 2 << 20,
+    units: 8,
+    subsys_id: 2,
+    size_words: &["2 MiB", "2MiB", "2 MB", "2MB", "2M", "2048 KiB", "2097152"],
+    bar2_sizing: 0xffe0_000c,
+};
+
+/// Both types, in sorted order of their names.
+pub const TYPES: [&TypeSpec; 2] = [&LARGE, &SMALL];
+
+/// `device_api` of both types.
+pub const DEVICE_API: &str = "vfio-pci";
+
+/// `VFIO_DEVICE_GET_INFO`.
+pub const DEVICE_FLAGS: u32 = vfio::VFIO_DEVICE_FLAGS_PCI | vfio::VFIO_DEVICE_FLAGS_RESET;
+/// `num_regions`.
+pub const NUM_REGIONS: u32 = 10;
+/// `num_irqs`.
+pub const NUM_IRQS: u32 = 5;
+/// `offsetofend(struct vfio_device_info, num_irqs)`.
+pub const DEVICE_INFO_MINSZ: u32 = 16;
+/// `sizeof(struct vfio_region_info)`.
+pub const REGION_INFO_MINSZ: u32 = 32;
+/// `sizeof(struct vfio_irq_info)`.
+pub const IRQ_INFO_MINSZ: u32 = 16;
+/// `offsetofend(struct vfio_irq_set, count)`.
+pub const IRQ_SET_MINSZ: u32 = 20;
+
+/// Region indexes.
+pub mod region {
+    pub const BAR0: u32 = 0;
+    pub const BAR1: u32 = 1;
+    pub const BAR2: u32 = 2;
+    pub const CONFIG: u32 = 7;
+    pub const VGA: u32 = 8;
+    pub const MIGRATION: u32 = 9;
+}
+
+/// Region flags READ | WRITE.
+pub const RW: u32 = vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_WRITE;
+/// Size of BAR0.
+pub const BAR0_SIZE: u64 = 4096;
+/// Size of config space.
+pub const CONFIG_SIZE: u64 = 256;
+
+/// `(size, flags)` of regions 0..=8 for a type; region 9 is checked apart.
+pub fn region_expect(index: u32, ty: &TypeSpec) -> (u64, u32) {
+    match index {
+        region::BAR0 => (BAR0_SIZE, RW),
+        region::BAR2 => (ty.mem_size, RW),
+        region::CONFIG => (CONFIG_SIZE, RW),
+        _ => (0, 0),
+    }
+}
+
+/// Flags of the migration region when it is present.
+pub const MIGRATION_FLAGS: u32 = RW | vfio::VFIO_REGION_INFO_FLAG_CAPS;
+/// Its `VFIO_REGION_INFO_CAP_TYPE` type and subtype.
+pub const MIGRATION_TYPE: (u32, u32) = (
+    vfio_mig::uapi::VFIO_REGION_TYPE_MIGRATION_RFC,
+    vfio_mig::uapi::VFIO_REGION_SUBTYPE_MIGRATION_RFC,
+);
+
+/// IRQ indexes.
+pub mod irq {
+    pub const INTX: u32 = 0;
+    pub const MSI: u32 = 1;
+    pub const MSIX: u32 = 2;
+}
+
+/// `(count, flags)` of IRQ indexes 0..5.
+pub const IRQS: [(u32, u32); 5] = [
+    (
+        1,
+        vfio::VFIO_IRQ_INFO_EVENTFD | vfio::VFIO_IRQ_INFO_MASKABLE | vfio::VFIO_IRQ_INFO_AUTOMASKED,
+    ),
+    (
+        1,
+        vfio::VFIO_IRQ_INFO_EVENTFD | vfio::VFIO_IRQ_INFO_NORESIZE,
+    ),
+    (0, 0),
+    (0, 0),
+    (0, 0),
+];
+
+/// PCI configuration space.
+pub mod cfg {
+    pub const VENDOR_ID: u64 = 0x00;
+    pub const DEVICE_ID: u64 = 0x02;
+    pub const COMMAND: u64 = 0x04;
+    pub const STATUS: u64 = 0x06;
+    pub const REVISION: u64 = 0x08;
+    pub const HEADER_TYPE: u64 = 0x0e;
+    pub const BAR0: u64 = 0x10;
+    pub const BAR1: u64 = 0x14;
+    pub const BAR2: u64 = 0x18;
+    pub const BAR3: u64 = 0x1c;
+    pub const BAR4: u64 = 0x20;
+    pub const BAR5: u64 = 0x24;
+    pub const SUBSYS_VENDOR: u64 = 0x2c;
+    pub const SUBSYS_ID: u64 = 0x2e;
+    pub const ROM: u64 = 0x30;
+    pub const CAP_PTR: u64 = 0x34;
+    pub const INT_LINE: u64 = 0x3c;
+    pub const INT_PIN: u64 = 0x3d;
+    /// MSI capability (64-bit, one vector, no per-vector masking).
+    pub const MSI: u64 = 0x40;
+    pub const MSI_FLAGS: u64 = MSI + 2;
+    pub const MSI_ADDR_LO: u64 = MSI + 4;
+    pub const MSI_ADDR_HI: u64 = MSI + 8;
+    pub const MSI_DATA: u64 = MSI + 12;
+    /// End of the MSI capability; everything from here on reads 0.
+    pub const MSI_END: u64 = MSI + 14;
+
+    pub const VENDOR: u16 = 0x1234;
+    pub const DEVICE: u16 = 0x4d53;
+    pub const REVISION_VALUE: u8 = 1;
+    /// Dword at 0x08: class ff/00/00, revision 1.
+    pub const CLASS_REV: u32 = 0xff00_0001;
+    pub const HEADER_TYPE_VALUE: u8 = 0;
+    pub const STATUS_CAP_LIST: u16 = 0x0010;
+    /// IO | MEM | MASTER | INTX_DISABLE.
+    pub const COMMAND_WRITABLE: u16 = 0x0407;
+    pub const COMMAND_INTX_DISABLE: u16 = 0x0400;
+    pub const CAP_PTR_VALUE: u8 = 0x40;
+    pub const PIN_INTA: u8 = 1;
+    pub const CAP_ID_MSI: u8 = 5;
+    pub const MSI_FLAGS_ENABLE: u16 = 0x0001;
+    pub const MSI_FLAGS_QMASK: u16 = 0x000e;
+    pub const MSI_FLAGS_64BIT: u16 = 0x0080;
+    /// BAR0 after writing all ones: 4 KiB, 32-bit memory.
+    pub const BAR0_SIZING: u32 = 0xffff_f000;
+    /// BAR3 (upper half of 64-bit BAR2) after writing all ones.
+    pub const BAR3_SIZING: u32 = 0xffff_ffff;
+    /// BAR2's read-only type bits: 64-bit, prefetchable memory.
+    pub const BAR2_TYPE: u32 = 0xc;
+}
+
+/// BAR0 registers.
+pub mod bar0 {
+    pub const ID: u64 = 0x00;
+    pub const VERSION: u64 = 0x04;
+    pub const SCRATCH: u64 = 0x08;
+    pub const STATUS: u64 = 0x0c;
+    pub const IRQ_STATUS: u64 = 0x10;
+    pub const IRQ_ENABLE: u64 = 0x14;
+    pub const DOORBELL: u64 = 0x18;
+    pub const MEM_SIZE: u64 = 0x1c;
+    pub const IRQ_COUNT: u64 = 0x20;
+    /// First offset past the listed registers.
+    pub const END: u64 = 0x24;
+
+    pub const ID_VALUE: u32 = 0x564d_5331;
+    pub const VERSION_VALUE: u32 = 0x0001_0000;
+    pub const STATUS_QUIESCED: u32 = 1;
+    pub const IRQ_DOORBELL: u32 = 1;
+}

@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host build of the kernel module's pure migration logic.
+//!
+//! The files under `rust/logic/` are compiled twice: inside the kernel crate
+//! (`no_std`, the kernel's lint flags) and here, so that `cargo test` can
+//! exercise them. They are included by path as sibling modules, as in the
+//! kernel crate, and reach each other through `super::`. Everything in them
+//! is `pub(crate)`; the tests live inside this crate (`src/tests/`) and in
+//! the shared files' own `#[cfg(test)]` modules.
+
+#![cfg_attr(not(test), no_std)]
+// The shared items are used by the kernel and by the tests, not by this
+// library itself.
+#![allow(dead_code)]
+
+// Every file of rust/logic/ (the list in rust/logic/mod.rs, plus the
+// migration files).
+#[path = "../../../rust/logic/bitmap.rs"]
+pub mod bitmap;
+#[path = "../../../rust/logic/config_space.rs"]
+pub mod config_space;
+#[path = "../../../rust/logic/regions.rs"]
+pub mod regions;
+#[path = "../../../rust/logic/regs.rs"]
+pub mod regs;
+#[path = "../../../rust/logic/state.rs"]
+pub mod state;
+#[path = "../../../rust/logic/stream.rs"]
+pub mod stream;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host-only tests of the shared logic.
+
+mod bitmap;
+mod rng;
+mod state;
+mod stream;

@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The one error type of the library: every variant says in words what
+//! failed, and [`Error::errno`] gives the raw errno to tests that assert it.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// What went wrong, with enough context to be read without a debugger.
+#[derive(Debug)]
+pub enum Error {
+    /// A file operation (open, read, write, readlink, ...) on a path failed.
+    Path {
+        /// What we were doing, e.g. "write UUID to".
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error the kernel returned.
+        source: io::Error,
+    },
+    /// An ioctl returned -1.
+    Ioctl {
+        /// The ioctl's uapi name, e.g. `VFIO_DEVICE_GET_REGION_INFO`.
+        name: &'static str,
+        /// Extra context (index, fd, ...), may be empty.
+        what: String,
+        /// errno.
+        errno: i32,
+    },
+    /// pread/pwrite on a device region failed.
+    Region {
+        /// "read" or "write".
+        op: &'static str,
+        /// Region index.
+        index: u32,
+        /// Offset inside the region.
+        offset: u64,
+        /// Length of the access.
+        len: usize,
+        /// errno, or 0 for a short transfer (see `done`).
+        errno: i32,
+        /// Bytes transferred when the access was short (errno 0).
+        done: usize,
+    },
+    /// Another system call failed (eventfd, poll, memfd, mmap, ...).
+    Sys {
+        /// The call and what it was for.
+        what: String,
+        /// errno.
+        errno: i32,
+    },
+    /// The kernel answered, but with something we cannot use.
+    Invalid(String),
+}
+
+/// Result alias of the library.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The errno behind this error, if there is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Path { source, .. } => source.raw_os_error(),
+            Error::Ioctl { errno, .. } | Error::Sys { errno, .. } => Some(*errno),
+            Error::Region { errno, .. } if *errno != 0 => Some(*errno),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn path(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Path {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An `Error::Sys` from the current `errno`.
+    pub(crate) fn last_sys(what: impl Into<String>) -> Self {
+        Error::Sys {
+            what: what.into(),
+            errno: last_errno(),
+        }
+    }
+}
+
+/// The calling thread's errno.
+pub(crate) fn last_errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The symbolic name of an errno value ("EINVAL"), or "E?" if unknown.
+pub fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::ENXIO => "ENXIO",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENOTTY => "ENOTTY",
+        libc::EFBIG => "EFBIG",
+        libc::ENOSPC => "ENOSPC",
+        libc::ESPIPE => "ESPIPE",
+        libc::EROFS => "EROFS",
+        libc::ERANGE => "ERANGE",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::EUSERS => "EUSERS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        _ => "E?",
+    }
+}
+
+/// "EINVAL (Invalid argument)".
+pub fn errno_string(errno: i32) -> String {
+    format!(
+        "{} ({})",
+        errno_name(errno),
+        io::Error::from_raw_os_error(errno)
+            .to_string()
+            .split(" (os error")
+            .next()
+            .unwrap_or("")
+    )
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Path { op, path, source } => match source.raw_os_error() {
+                Some(e) => write!(f, "{op} {} failed: {}", path.display(), errno_string(e)),
+                None => write!(f, "{op} {} failed: {source}", path.display()),
+            },
+            Error::Ioctl { name, what, errno } => {
+                if what.is_empty() {
+                    write!(f, "{name} failed: {}", errno_string(*errno))
+                } else {
+                    write!(f, "{name} ({what}) failed: {}", errno_string(*errno))
+                }
+            }
+            Error::Region {
+                op,
+                index,
+                offset,
+                len,
+                errno,
+                done,
+            } => {
+                if *errno != 0 {
+                    write!(
+                        f,
+                        "{op} of {len} bytes at region {index} offset {offset:#x} failed: {}",
+                        errno_string(*errno)
+                    )
+                } else {
+                    write!(
+                        f,
+                        "{op} of {len} bytes at region {index} offset {offset:#x} was short: \
+                         {done} bytes"
+                    )
+                }
+            }
+            Error::Sys { what, errno } => write!(f, "{what} failed: {}", errno_string(*errno)),
+            Error::Invalid(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Path { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_call_and_errno() {
+        let e = Error::Ioctl {
+            name: "VFIO_DEVICE_GET_REGION_INFO",
+            what: "index 10, argsz 32".into(),
+            errno: libc::EINVAL,
+        };
+        assert_eq!(e.errno(), Some(libc::EINVAL));
+        let s = e.to_string();
+        assert!(s.starts_with("VFIO_DEVICE_GET_REGION_INFO (index 10, argsz 32) failed: EINVAL ("));
+        let r = Error::Region {
+            op: "read",
+            index: 2,
+            offset: 0x40000,
+            len: 1,
+            errno: libc::EINVAL,
+            done: 0,
+        };
+        assert_eq!(
+            r.to_string(),
+            "read of 1 bytes at region 2 offset 0x40000 failed: EINVAL (Invalid argument)"
+        );
+        let short = Error::Region {
+            op: "write",
+            index: 0,
+            offset: 8,
+            len: 4,
+            errno: 0,
+            done: 2,
+        };
+        assert_eq!(short.errno(), None);
+        assert!(short.to_string().ends_with("was short: 2 bytes"));
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(libc::ENOTTY), "ENOTTY");
+        assert_eq!(errno_name(libc::EWOULDBLOCK), "EAGAIN");
+        assert_eq!(errno_name(100_000), "E?");
+    }
+}

@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `vfio_mig`: userspace side of the vfio-mig-sample mdev driver.
+//!
+//! * [`sysfs`] for mdev parents and types, create and remove by UUID;
+//! * [`Device`], a VFIO device opened by UUID through the legacy
+//!   group/container path or the iommufd cdev path, with the device ioctls
+//!   (also in raw forms that let a test pass bad arguments), region I/O and
+//!   DMA mapping;
+//! * [`EventFd`] for interrupts;
+//! * [`GuestMemory`], memfd-backed memory to map for device DMA.
+//!
+//! Every error is an [`Error`] that says what failed in words and carries
+//! the errno ([`Error::errno`]).
+
+pub mod device;
+pub mod error;
+pub mod eventfd;
+pub mod mem;
+pub mod sysfs;
+pub mod uapi;
+
+pub use device::{
+    parse_cap_chain, region_offset, Capability, Device, DeviceInfo, IrqInfo, OpenPath, RegionInfo,
+};
+pub use error::{errno_name, errno_string, Error, Result};
+pub use eventfd::EventFd;
+pub use mem::GuestMemory;
+pub use sysfs::{Mdev, MdevType, Parent, TypeAttrs};
