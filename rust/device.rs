@@ -10,6 +10,7 @@
 
 use crate::eventfd::EventFd;
 use crate::logic::config_space::{ConfigSpace, CONFIG_SIZE};
+use crate::logic::migration_region::REGION_SIZE as MIGRATION_REGION_SIZE;
 use crate::logic::regions::{self, Region, NUM_REGIONS, REGION_SHIFT};
 use crate::logic::regs::{self, Registers, Route, WriteEffect, BAR0_SIZE};
 use crate::vfio::uapi;
@@ -21,6 +22,8 @@ use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::Mutex;
 use kernel::uaccess::{UserSlice, UserSliceReader, UserSliceWriter};
+
+mod migration;
 
 /// Device memory is handed out in units of this size.
 const POOL_UNIT: usize = 256 * 1024;
@@ -114,27 +117,44 @@ struct State {
     intx: Option<EventFd>,
     msi: Option<EventFd>,
     intx_masked: bool,
+    mig: migration::Migration,
+}
+
+/// `len` zeroed bytes (kmalloc or vmalloc, whichever fits).
+fn zeroed_bytes(len: usize) -> Result<KVVec<u8>> {
+    let mut bytes = KVVec::with_capacity(len, GFP_KERNEL | __GFP_ZERO)?;
+    // SAFETY: The capacity is `len` bytes, zeroed by the allocator, and zero
+    // is a valid `u8`.
+    unsafe { bytes.set_len(len) };
+    Ok(bytes)
 }
 
 impl State {
-    fn new(mem_size: usize, subsystem_id: u16) -> Result<Self> {
-        let mut mem = KVVec::with_capacity(mem_size, GFP_KERNEL | __GFP_ZERO)?;
-        // SAFETY: The capacity is `mem_size` bytes, zeroed by the allocator,
-        // and zero is a valid `u8`.
-        unsafe { mem.set_len(mem_size) };
+    /// `type_id` numbers the types from 1; it is the PCI subsystem ID and
+    /// the stream's type.
+    fn new(mem_size: usize, type_id: u16) -> Result<Self> {
         Ok(State {
-            config: ConfigSpace::new(mem_size as u64, subsystem_id),
+            config: ConfigSpace::new(mem_size as u64, type_id),
             regs: Registers::default(),
-            mem,
+            mem: zeroed_bytes(mem_size)?,
             intx: None,
             msi: None,
             intx_masked: false,
+            mig: migration::Migration::new(u32::from(type_id), mem_size)?,
         })
     }
 
-    /// Returns the function to its power-on state. The eventfds are the
-    /// VMM's wiring, not device state, and stay.
+    /// Returns the function to its power-on state and the migration state
+    /// to `NONE`, dropping any stream and dirty log (reset and close). The
+    /// eventfds are the VMM's wiring, not device state, and stay.
     fn power_on_reset(&mut self) {
+        self.power_on_device();
+        self.mig.reset();
+    }
+
+    /// Power-on state of the function itself: configuration space,
+    /// registers, device memory and the INTx mask.
+    fn power_on_device(&mut self) {
         self.config.reset();
         self.regs = Registers::default();
         self.mem.fill(0);
@@ -164,19 +184,23 @@ impl State {
     }
 
     fn status(&self) -> u32 {
-        0
+        if self.mig.running() {
+            0
+        } else {
+            regs::STATUS_QUIESCED
+        }
     }
 }
 
 impl SampleDevice {
     fn new(type_index: usize) -> impl PinInit<Self, Error> {
         let size = MEM_SIZES.get(type_index).copied().ok_or(EINVAL);
-        // Subsystem IDs number the types from 1.
-        let subsystem_id = type_index as u16 + 1;
+        // Type IDs (PCI subsystem ID, stream type) number the types from 1.
+        let type_id = type_index as u16 + 1;
         try_pin_init!(Self {
             mem_size: size?,
             _share: PoolShare::take(units_of(size?))?,
-            state <- new_mutex!(State::new(size?, subsystem_id)?, "vfio_mig_sample:state"),
+            state <- new_mutex!(State::new(size?, type_id)?, "vfio_mig_sample:state"),
         }? Error)
     }
 
@@ -185,8 +209,7 @@ impl SampleDevice {
             Region::Bar0 => BAR0_SIZE,
             Region::Bar2 => self.mem_size as u64,
             Region::Config => CONFIG_SIZE as u64,
-            // The migration region arrives with the migration support.
-            Region::Migration => 0,
+            Region::Migration => MIGRATION_REGION_SIZE,
         }
     }
 
@@ -203,13 +226,14 @@ impl SampleDevice {
     }
 
     fn get_region_info(&self, arg: usize) -> Result<isize> {
-        let size = core::mem::size_of::<uapi::vfio_region_info>();
-        let (mut reader, mut writer) = UserSlice::new(arg, size).reader_writer();
+        let size_of_info = core::mem::size_of::<uapi::vfio_region_info>();
+        let (mut reader, mut writer) = UserSlice::new(arg, size_of_info).reader_writer();
         let mut info = reader.read::<uapi::vfio_region_info>()?;
-        if (info.argsz as usize) < size || info.index >= NUM_REGIONS {
+        if (info.argsz as usize) < size_of_info || info.index >= NUM_REGIONS {
             return Err(EINVAL);
         }
-        let size = Region::from_index(info.index).map_or(0, |r| self.region_size(r));
+        let region = Region::from_index(info.index);
+        let size = region.map_or(0, |r| self.region_size(r));
         info.flags = if size > 0 {
             uapi::VFIO_REGION_INFO_FLAG_READ | uapi::VFIO_REGION_INFO_FLAG_WRITE
         } else {
@@ -218,7 +242,25 @@ impl SampleDevice {
         info.cap_offset = 0;
         info.size = size;
         info.offset = u64::from(info.index) << REGION_SHIFT;
-        writer.write(&info)?;
+        if region != Some(Region::Migration) {
+            writer.write(&info)?;
+            return Ok(0);
+        }
+
+        // The migration region carries its type in a capability chain,
+        // built the vfio-pci way: too small an argsz gets the size needed.
+        let cap = migration_type_cap();
+        let needed = (size_of_info + cap.len()) as u32;
+        info.flags |= uapi::VFIO_REGION_INFO_FLAG_CAPS;
+        if info.argsz < needed {
+            info.argsz = needed;
+            writer.write(&info)?;
+        } else {
+            info.cap_offset = size_of_info as u32;
+            let mut writer = UserSlice::new(arg, needed as usize).writer();
+            writer.write(&info)?;
+            writer.write_slice(&cap)?;
+        }
         Ok(0)
     }
 
@@ -348,6 +390,27 @@ impl SampleDevice {
     }
 }
 
+/// `VFIO_REGION_INFO_CAP_TYPE` of the migration region: type `1 << 30`,
+/// subtype 1, as the 2018 proposal defines them.
+fn migration_type_cap() -> [u8; 16] {
+    let mut cap = [0u8; 16];
+    let fields: [&[u8]; 5] = [
+        &(uapi::VFIO_REGION_INFO_CAP_TYPE as u16).to_ne_bytes(),
+        &1u16.to_ne_bytes(), // version
+        &0u32.to_ne_bytes(), // next: the chain ends here
+        &(1u32 << 30).to_ne_bytes(),
+        &1u32.to_ne_bytes(),
+    ];
+    let mut at = 0;
+    for f in fields {
+        if let Some(dst) = cap.get_mut(at..at + f.len()) {
+            dst.copy_from_slice(f);
+        }
+        at += f.len();
+    }
+    cap
+}
+
 /// BAR0 takes whole dwords only.
 fn check_dwords(offset: u64, len: usize) -> Result {
     if offset % 4 != 0 || len % 4 != 0 {
@@ -383,7 +446,7 @@ impl vfio::DeviceOps for SampleDevice {
         let len = buf.len();
         let (region, offset) =
             regions::locate(pos, len, |r| self.region_size(r)).map_err(|_| EINVAL)?;
-        let state = self.state.lock();
+        let mut state = self.state.lock();
         match region {
             Region::Config => {
                 let mut bytes = [0u8; CONFIG_SIZE];
@@ -395,12 +458,12 @@ impl vfio::DeviceOps for SampleDevice {
                 drop(state);
                 buf.write_slice(out)?;
             }
+            Region::Migration => state.migration_read(offset, &mut buf)?,
             Region::Bar0 => Self::read_bar0(&state, self.mem_size as u64, offset, &mut buf)?,
             Region::Bar2 => {
                 let src = state.mem.get(span(offset, len)?).ok_or(EINVAL)?;
                 buf.write_slice(src)?;
             }
-            Region::Migration => return Err(EINVAL),
         }
         Ok(len)
     }
@@ -422,14 +485,22 @@ impl vfio::DeviceOps for SampleDevice {
             }
             Region::Bar0 => {
                 let mut state = self.state.lock();
+                if !state.mig.running() {
+                    return Err(EBUSY);
+                }
                 Self::write_bar0(&mut state, offset, &mut buf)?;
             }
             Region::Bar2 => {
                 let mut state = self.state.lock();
-                let dst = state.mem.get_mut(span(offset, len)?).ok_or(EINVAL)?;
+                if !state.mig.running() {
+                    return Err(EBUSY);
+                }
+                let range = span(offset, len)?;
+                let dst = state.mem.get_mut(range.clone()).ok_or(EINVAL)?;
                 buf.read_slice(dst)?;
+                state.mig.mem_written(&range);
             }
-            Region::Migration => return Err(EINVAL),
+            Region::Migration => self.state.lock().migration_write(offset, &mut buf)?,
         }
         Ok(len)
     }

@@ -57,6 +57,7 @@ pub(crate) struct Bitmap<S> {
 
 impl<S: Deref<Target = [u64]>> Bitmap<S> {
     /// Number of pages the bitmap covers.
+    #[cfg(test)]
     pub(crate) fn npages(&self) -> usize {
         self.npages
     }
@@ -78,6 +79,7 @@ impl<S: Deref<Target = [u64]>> Bitmap<S> {
     }
 
     /// Whether `page` is set (`false` when out of range).
+    #[cfg(test)]
     pub(crate) fn test(&self, page: usize) -> bool {
         if page >= self.npages {
             return false;
@@ -128,6 +130,7 @@ impl<S: DerefMut<Target = [u64]>> Bitmap<S> {
     }
 
     /// Sets `page`; returns whether it was clear before.
+    #[cfg(test)]
     pub(crate) fn set(&mut self, page: usize) -> Result<bool, BitmapError> {
         if page >= self.npages {
             return Err(BitmapError::OutOfRange);
@@ -197,6 +200,7 @@ impl<S: DerefMut<Target = [u64]>> Bitmap<S> {
     }
 
     /// Clears the `len` pages from `start`; nothing changes on error.
+    #[cfg(test)]
     pub(crate) fn clear_range(&mut self, start: usize, len: usize) -> Result<(), BitmapError> {
         self.update_range(start, len, false)
     }

@@ -152,6 +152,22 @@ impl ConfigSpace {
         Ok(())
     }
 
+    /// The raw bytes, for the migration stream.
+    pub(crate) fn bytes(&self) -> &[u8; CONFIG_SIZE] {
+        &self.bytes
+    }
+
+    /// Loads bytes saved by [`Self::bytes`] on a function of the same type.
+    ///
+    /// Only writable bits are taken, so a stream can never change the
+    /// function's identity or BAR types.
+    pub(crate) fn restore(&mut self, saved: &[u8; CONFIG_SIZE]) {
+        self.reset();
+        for ((d, m), v) in self.bytes.iter_mut().zip(&self.wmask).zip(saved) {
+            *d = (*d & !m) | (v & m);
+        }
+    }
+
     /// Whether the command register's INTx-disable bit is set.
     pub(crate) fn intx_disabled(&self) -> bool {
         u16::from_le_bytes([self.bytes[COMMAND], self.bytes[COMMAND + 1]]) & COMMAND_INTX_DISABLE
@@ -238,8 +254,16 @@ mod tests {
         let mut cs = ConfigSpace::new(4096, 1);
         wr32(&mut cs, 0x10, 0xfebf_0000);
         wr32(&mut cs, 4, 0x6);
+        let saved = *cs.bytes();
         cs.reset();
         assert_eq!(rd32(&cs, 0x10), 0);
         assert_eq!(rd32(&cs, 4), 0x0010_0000);
+        // Restore takes writable bits only: identity cannot be forged.
+        let mut forged = saved;
+        forged[0] = 0x99;
+        cs.restore(&forged);
+        assert_eq!(rd32(&cs, 0x10), 0xfebf_0000);
+        assert_eq!(rd32(&cs, 4), 0x0010_0006);
+        assert_eq!(rd32(&cs, 0), 0x4d53_1234);
     }
 }

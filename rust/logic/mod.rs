@@ -4,8 +4,13 @@
 //!
 //! These files build twice: into the module, and on the host by
 //! `tools/model`, whose `cargo test` runs the unit tests at the bottom of
-//! each file.
+//! each file and the tests in `tools/model/src/tests/`.
 
+pub(crate) mod bitmap;
 pub(crate) mod config_space;
+pub(crate) mod migration_region;
 pub(crate) mod regions;
 pub(crate) mod regs;
+pub(crate) mod snapshot;
+pub(crate) mod state;
+pub(crate) mod stream;

@@ -35,6 +35,8 @@ pub(crate) mod offset {
     pub(crate) const IRQ_COUNT: u32 = 0x20;
 }
 
+/// `STATUS` bit: the device is stopped for migration.
+pub(crate) const STATUS_QUIESCED: u32 = 1 << 0;
 /// Interrupt cause: the doorbell was rung.
 pub(crate) const IRQ_DOORBELL: u32 = 1 << 0;
 /// Every interrupt cause this version knows.
@@ -152,7 +154,7 @@ mod tests {
         assert_eq!(r.read(offset::ID, 4096, 0), ID_VALUE);
         assert_eq!(r.read(offset::VERSION, 4096, 0), VERSION_VALUE);
         assert_eq!(r.read(offset::MEM_SIZE, 4096, 0), 4096);
-        assert_eq!(r.read(offset::STATUS, 4096, 1), 1);
+        assert_eq!(r.read(offset::STATUS, 4096, STATUS_QUIESCED), 1);
         r.write(0x800, 7);
         assert_eq!(r.read(0x800, 4096, 0), 0);
         assert_eq!(r, Registers::default());

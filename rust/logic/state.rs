@@ -255,6 +255,7 @@ impl DeviceState {
     ];
 
     /// The state a device is in after open, reset and close.
+    #[cfg(test)]
     pub(crate) const INITIAL: DeviceState = DeviceState::None;
 
     /// The state numbered `raw`, or `None` for 10 and more.

@@ -46,6 +46,7 @@ pub(crate) const END_BODY_LEN: usize = 24;
 pub(crate) const END_RECORD_LEN: usize = RECORD_HEAD_LEN + END_BODY_LEN;
 
 /// Size of a page record (see [`PAGE_RECORD_LEN`]).
+#[cfg(test)]
 pub(crate) const fn page_record_len() -> usize {
     PAGE_RECORD_LEN
 }
@@ -134,11 +135,13 @@ impl StreamParams {
     }
 
     /// mdev type id.
+    #[cfg(test)]
     pub(crate) fn type_id(&self) -> u32 {
         self.type_id
     }
 
     /// Device-memory size in bytes.
+    #[cfg(test)]
     pub(crate) fn memory_size(&self) -> u64 {
         self.memory_size
     }
@@ -149,11 +152,13 @@ impl StreamParams {
     }
 
     /// Length of the register-state blob.
+    #[cfg(test)]
     pub(crate) fn register_len(&self) -> u32 {
         self.register_len
     }
 
     /// Size of the register record (head and blob).
+    #[cfg(test)]
     pub(crate) fn register_record_len(&self) -> usize {
         self.register_record_len
     }
@@ -531,16 +536,19 @@ impl Encoder {
     }
 
     /// The stream parameters.
+    #[cfg(test)]
     pub(crate) fn params(&self) -> &StreamParams {
         &self.params
     }
 
     /// Whether the whole stream (end record included) has been emitted.
+    #[cfg(test)]
     pub(crate) fn is_complete(&self) -> bool {
         self.phase == EncPhase::Done
     }
 
     /// Bytes emitted so far.
+    #[cfg(test)]
     pub(crate) fn emitted(&self) -> u64 {
         self.emitted
     }
@@ -785,11 +793,13 @@ impl Decoder {
     }
 
     /// The expected stream parameters.
+    #[cfg(test)]
     pub(crate) fn params(&self) -> &StreamParams {
         &self.params
     }
 
     /// Bytes accepted so far, not counting a partial end record.
+    #[cfg(test)]
     pub(crate) fn received(&self) -> u64 {
         self.sum.len()
     }

@@ -20,10 +20,14 @@
 pub mod bitmap;
 #[path = "../../../rust/logic/config_space.rs"]
 pub mod config_space;
+#[path = "../../../rust/logic/migration_region.rs"]
+pub mod migration_region;
 #[path = "../../../rust/logic/regions.rs"]
 pub mod regions;
 #[path = "../../../rust/logic/regs.rs"]
 pub mod regs;
+#[path = "../../../rust/logic/snapshot.rs"]
+pub mod snapshot;
 #[path = "../../../rust/logic/state.rs"]
 pub mod state;
 #[path = "../../../rust/logic/stream.rs"]

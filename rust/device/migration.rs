@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The migration region (VFIO region 9) of the sample device.
+//!
+//! The layout, the access rules, the state table and the stream are pure
+//! logic in [`crate::logic`]; this file keeps the per-device migration state
+//! and applies what that logic decides to the device, under the device lock.
+//! Documented for VMM authors in `Documentation/migration-abi.rst`.
+
+use super::{zeroed_bytes, State};
+use crate::logic::bitmap::{words_for, Bitmap};
+use crate::logic::migration_region::{self as layout, Field, Target};
+use crate::logic::snapshot::{self, BLOB_LEN};
+use crate::logic::state::{plan_raw, Action, DeviceState};
+use crate::logic::stream::{
+    Decoder, Encoder, RestoreSink, SaveSource, StreamError, StreamParams, PAGE_SIZE,
+};
+use crate::logic::{config_space::CONFIG_SIZE, regs::Registers};
+use core::ops::Range;
+use kernel::prelude::*;
+use kernel::uaccess::{UserSliceReader, UserSliceWriter};
+
+/// Migration state of one device.
+pub(super) struct Migration {
+    state: DeviceState,
+    threshold: u64,
+    data_offset: u64,
+    data_size: u64,
+    dirty_start: u64,
+    dirty_total: u64,
+    dirty_copied: u64,
+    params: StreamParams,
+    /// Device-memory pages written since the stream last carried them.
+    mem_dirty: Bitmap<KVec<u64>>,
+    /// The data area: chunks staged in either direction.
+    data: KVVec<u8>,
+    /// The dirty-bitmap area.
+    bitmap: KVVec<u8>,
+    save: Option<Encoder>,
+    resume: Option<Resume>,
+}
+
+/// A stream being received, and the state it builds.
+struct Resume {
+    decoder: Decoder,
+    shadow: Shadow,
+}
+
+/// What a stream restores, kept apart from the live device until the
+/// stream is complete and valid.
+struct Shadow {
+    mem: KVVec<u8>,
+    blob: [u8; BLOB_LEN],
+    parsed: Option<(Registers, [u8; CONFIG_SIZE])>,
+}
+
+impl RestoreSink for Shadow {
+    fn write_memory(&mut self, offset: usize, data: &[u8]) {
+        let end = offset.saturating_add(data.len());
+        if let Some(dst) = self.mem.get_mut(offset..end) {
+            dst.copy_from_slice(data);
+        }
+    }
+
+    fn write_registers(&mut self, offset: usize, data: &[u8]) {
+        let end = offset.saturating_add(data.len());
+        if let Some(dst) = self.blob.get_mut(offset..end) {
+            dst.copy_from_slice(data);
+        }
+    }
+
+    fn registers_done(&mut self) -> Result<(), StreamError> {
+        self.parsed = Some(snapshot::parse(&self.blob).map_err(|_| StreamError::BadState)?);
+        Ok(())
+    }
+}
+
+/// The live device as the encoder reads it.
+struct Source<'a> {
+    mem: &'a [u8],
+    blob: [u8; BLOB_LEN],
+}
+
+impl SaveSource for Source<'_> {
+    fn read_memory(&self, offset: usize, out: &mut [u8]) {
+        let end = offset.saturating_add(out.len());
+        if let Some(src) = self.mem.get(offset..end) {
+            out.copy_from_slice(src);
+        }
+    }
+
+    fn read_registers(&self, offset: usize, out: &mut [u8]) {
+        let end = offset.saturating_add(out.len());
+        if let Some(src) = self.blob.get(offset..end) {
+            out.copy_from_slice(src);
+        }
+    }
+}
+
+impl Migration {
+    /// The migration state of a device of stream type `type_id` with
+    /// `mem_size` bytes of device memory, in `NONE`.
+    pub(super) fn new(type_id: u32, mem_size: usize) -> Result<Self> {
+        let params =
+            StreamParams::new(type_id, mem_size as u64, BLOB_LEN as u32).map_err(|_| EINVAL)?;
+        let npages = params.npages();
+        let words = KVec::from_elem(0u64, words_for(npages), GFP_KERNEL)?;
+        Ok(Migration {
+            state: DeviceState::None,
+            threshold: 0,
+            data_offset: 0,
+            data_size: 0,
+            dirty_start: 0,
+            dirty_total: 0,
+            dirty_copied: 0,
+            params,
+            mem_dirty: Bitmap::new(words, npages).map_err(|_| EINVAL)?,
+            data: zeroed_bytes(layout::DATA_LEN as usize)?,
+            bitmap: zeroed_bytes(layout::BITMAP_LEN as usize)?,
+            save: None,
+            resume: None,
+        })
+    }
+
+    /// Back to `NONE` with no stream, no dirty log and cleared registers.
+    pub(super) fn reset(&mut self) {
+        self.state = DeviceState::None;
+        self.threshold = 0;
+        self.data_offset = 0;
+        self.data_size = 0;
+        self.dirty_start = 0;
+        self.dirty_total = 0;
+        self.dirty_copied = 0;
+        self.mem_dirty.clear_all();
+        self.save = None;
+        self.resume = None;
+    }
+
+    /// Whether the device may work (BAR writes, DMA).
+    pub(super) fn running(&self) -> bool {
+        self.state.is_running()
+    }
+
+    /// Notes a device-memory write of `range` for the dirty log.
+    pub(super) fn mem_written(&mut self, range: &Range<usize>) {
+        if !self.state.properties().logging || range.is_empty() {
+            return;
+        }
+        let first = range.start / PAGE_SIZE;
+        let last = (range.end - 1) / PAGE_SIZE;
+        // The range was checked against the memory size, so it fits.
+        let _ = self.mem_dirty.set_range(first, last - first + 1);
+    }
+}
+
+/// Whether `action` is valid now, as an errno.
+fn allowed(state: DeviceState, action: Action) -> Result {
+    if state.allows(action) {
+        Ok(())
+    } else {
+        Err(EINVAL)
+    }
+}
+
+impl State {
+    /// A read of the migration region at `offset`.
+    pub(super) fn migration_read(&mut self, offset: u64, buf: &mut UserSliceWriter) -> Result {
+        let len = buf.len();
+        match layout::decode(offset, len, false).map_err(|_| EINVAL)? {
+            Target::Field(Field::DeviceState) => buf.write(&self.mig.state.raw()),
+            Target::Field(field) => {
+                let value = self.read_field(field)?;
+                buf.write(&value)
+            }
+            Target::Data(at) => buf.write_slice(span(&self.mig.data, at, len)?),
+            Target::Bitmap(at) => buf.write_slice(span(&self.mig.bitmap, at, len)?),
+        }
+    }
+
+    /// A write of the migration region at `offset`.
+    pub(super) fn migration_write(&mut self, offset: u64, buf: &mut UserSliceReader) -> Result {
+        let len = buf.len();
+        match layout::decode(offset, len, true).map_err(|_| EINVAL)? {
+            Target::Field(Field::DeviceState) => {
+                let raw = buf.read::<u32>()?;
+                self.set_state(raw)
+            }
+            Target::Field(field) => {
+                let value = buf.read::<u64>()?;
+                self.write_field(field, value)
+            }
+            Target::Data(at) => buf.read_slice(span_mut(&mut self.mig.data, at, len)?),
+            Target::Bitmap(at) => buf.read_slice(span_mut(&mut self.mig.bitmap, at, len)?),
+        }
+    }
+
+    fn read_field(&mut self, field: Field) -> Result<u64> {
+        match field {
+            Field::DataSize => return self.get_buffer(),
+            Field::DirtyCopied => return self.dirty_query(),
+            _ => {}
+        }
+        let mig = &self.mig;
+        let pending = match &mig.save {
+            Some(enc) if mig.state.allows(Action::GetPending) => enc.pending(&mig.mem_dirty),
+            _ => Default::default(),
+        };
+        Ok(match field {
+            Field::PrecopyOnly => pending.precopy_only,
+            Field::Compatible => pending.compatible,
+            Field::PostcopyOnly => pending.postcopy_only,
+            Field::ThresholdSize => mig.threshold,
+            Field::DataOffset => mig.data_offset,
+            Field::DirtyStart => mig.dirty_start,
+            Field::DirtyTotal => mig.dirty_total,
+            Field::DeviceState => u64::from(mig.state.raw()),
+            // Actions, answered above.
+            Field::DataSize | Field::DirtyCopied => return Err(EINVAL),
+        })
+    }
+
+    fn write_field(&mut self, field: Field, value: u64) -> Result {
+        let mig = &mut self.mig;
+        match field {
+            Field::ThresholdSize => mig.threshold = value,
+            Field::DataOffset => mig.data_offset = value,
+            Field::DataSize => self.set_buffer(value)?,
+            Field::DirtyStart => mig.dirty_start = value,
+            Field::DirtyTotal => mig.dirty_total = value,
+            // `decode` refuses writes of the output fields.
+            _ => return Err(EINVAL),
+        }
+        Ok(())
+    }
+
+    /// Get buffer: stages the next chunk of the stream in the data area.
+    fn get_buffer(&mut self) -> Result<u64> {
+        allowed(self.mig.state, Action::GetBuffer)?;
+        let stopped = !self.mig.running();
+        let cap = match self.mig.threshold {
+            0 => layout::DATA_LEN,
+            t => t.min(layout::DATA_LEN),
+        } as usize;
+        let src = Source {
+            mem: &self.mem,
+            blob: snapshot::save(&self.regs, &self.config),
+        };
+        let mig = &mut self.mig;
+        let encoder = mig.save.as_mut().ok_or(EINVAL)?;
+        let out = mig.data.get_mut(..cap).ok_or(EINVAL)?;
+        let n = encoder.fill(&src, &mut mig.mem_dirty, stopped, out) as u64;
+        mig.data_offset = layout::DATA_OFF;
+        mig.data_size = n;
+        Ok(n)
+    }
+
+    /// Set buffer: hands `[data.offset, data.offset + size)` to the decoder.
+    fn set_buffer(&mut self, size: u64) -> Result {
+        allowed(self.mig.state, Action::SetBuffer)?;
+        let mig = &mut self.mig;
+        let range = layout::set_buffer_span(mig.data_offset, size).map_err(|_| EINVAL)?;
+        let chunk = mig.data.get(range).ok_or(EINVAL)?;
+        let resume = mig.resume.as_mut().ok_or(EINVAL)?;
+        resume
+            .decoder
+            .feed(chunk, &mut resume.shadow)
+            .map_err(|_| EINVAL)?;
+        mig.data_size = size;
+        Ok(())
+    }
+
+    /// Dirty-bitmap query: this device version has no DMA engine, so no
+    /// guest page is ever dirty; the answer is an all-zero bitmap.
+    fn dirty_query(&mut self) -> Result<u64> {
+        allowed(self.mig.state, Action::DirtyQuery)?;
+        let mig = &mut self.mig;
+        let pages =
+            layout::dirty_query_pages(mig.dirty_start, mig.dirty_total).map_err(|_| EINVAL)?;
+        let bytes = (pages as usize).div_ceil(64) * 8;
+        mig.bitmap.get_mut(..bytes).ok_or(EINVAL)?.fill(0);
+        mig.data_offset = layout::BITMAP_OFF;
+        mig.dirty_copied = pages;
+        Ok(pages)
+    }
+
+    /// A write of `device_state`: plans the change with the pure state
+    /// table and applies its effects. Anything that can fail happens before
+    /// anything changes.
+    fn set_state(&mut self, raw: u32) -> Result {
+        let (to, effects) = plan_raw(self.mig.state, raw).map_err(|_| EINVAL)?;
+        if effects.commit_resume {
+            let resume = self.mig.resume.as_ref().ok_or(EINVAL)?;
+            resume.decoder.finish().map_err(|_| EINVAL)?;
+            if resume.shadow.parsed.is_none() {
+                return Err(EINVAL);
+            }
+        }
+        let new_resume = if effects.start_resume {
+            Some(Resume {
+                decoder: Decoder::new(self.mig.params),
+                shadow: Shadow {
+                    mem: zeroed_bytes(self.mem.len())?,
+                    blob: [0; BLOB_LEN],
+                    parsed: None,
+                },
+            })
+        } else {
+            None
+        };
+
+        // Quiescing has nothing to wait for: no DMA engine in this version.
+        if effects.stop_logging {
+            self.mig.mem_dirty.clear_all();
+        }
+        if effects.end_save {
+            self.mig.save = None;
+        }
+        if effects.discard_resume_and_reset {
+            self.mig.resume = None;
+            self.power_on_device();
+        }
+        if effects.commit_resume {
+            if let Some(Resume { shadow, .. }) = self.mig.resume.take() {
+                if let Some((regs, config)) = shadow.parsed {
+                    self.mem = shadow.mem;
+                    self.regs = regs;
+                    self.config.restore(&config);
+                }
+            }
+        }
+        if new_resume.is_some() {
+            self.mig.resume = new_resume;
+        }
+        if effects.start_save {
+            self.mig.save = Some(Encoder::new(self.mig.params));
+        }
+        if effects.start_logging {
+            self.mig.mem_dirty.set_all();
+        }
+        self.mig.state = to;
+        Ok(())
+    }
+}
+
+fn span(area: &[u8], at: usize, len: usize) -> Result<&[u8]> {
+    area.get(at..at.checked_add(len).ok_or(EINVAL)?)
+        .ok_or(EINVAL)
+}
+
+fn span_mut(area: &mut [u8], at: usize, len: usize) -> Result<&mut [u8]> {
+    area.get_mut(at..at.checked_add(len).ok_or(EINVAL)?)
+        .ok_or(EINVAL)
+}
