@@ -56,14 +56,18 @@ struct Shadow {
 
 impl RestoreSink for Shadow {
     fn write_memory(&mut self, offset: usize, data: &[u8]) {
-        let end = offset.saturating_add(data.len());
+        let Some(end) = offset.checked_add(data.len()) else {
+            return;
+        };
         if let Some(dst) = self.mem.get_mut(offset..end) {
             dst.copy_from_slice(data);
         }
     }
 
     fn write_registers(&mut self, offset: usize, data: &[u8]) {
-        let end = offset.saturating_add(data.len());
+        let Some(end) = offset.checked_add(data.len()) else {
+            return;
+        };
         if let Some(dst) = self.blob.get_mut(offset..end) {
             dst.copy_from_slice(data);
         }
@@ -83,14 +87,18 @@ struct Source<'a> {
 
 impl SaveSource for Source<'_> {
     fn read_memory(&self, offset: usize, out: &mut [u8]) {
-        let end = offset.saturating_add(out.len());
+        let Some(end) = offset.checked_add(out.len()) else {
+            return;
+        };
         if let Some(src) = self.mem.get(offset..end) {
             out.copy_from_slice(src);
         }
     }
 
     fn read_registers(&self, offset: usize, out: &mut [u8]) {
-        let end = offset.saturating_add(out.len());
+        let Some(end) = offset.checked_add(out.len()) else {
+            return;
+        };
         if let Some(src) = self.blob.get(offset..end) {
             out.copy_from_slice(src);
         }
@@ -225,6 +233,8 @@ impl State {
             Field::ThresholdSize => mig.threshold = value,
             Field::DataOffset => mig.data_offset = value,
             Field::DataSize => self.set_buffer(value)?,
+            // IOVAs are page granular: refuse a misaligned start at once.
+            Field::DirtyStart if value % PAGE_SIZE as u64 != 0 => return Err(EINVAL),
             Field::DirtyStart => mig.dirty_start = value,
             Field::DirtyTotal => mig.dirty_total = value,
             // `decode` refuses writes of the output fields.

@@ -108,7 +108,7 @@ pub(crate) fn decode(offset: u64, len: usize, write: bool) -> Result<Target, Ref
 /// `start` must be page aligned and `start + total` pages must not
 /// overflow the 64-bit IOVA space.
 pub(crate) fn dirty_query_pages(start: u64, total: u64) -> Result<u64, Refused> {
-    if start % PAGE_SIZE as u64 != 0 {
+    if start & (PAGE_SIZE as u64 - 1) != 0 {
         return Err(Refused);
     }
     total

@@ -27,6 +27,8 @@ pub struct TypeSpec {
     pub size_words: &'static [&'static str],
     /// BAR2 (low dword) after writing all ones: size mask | 64-bit prefetchable.
     pub bar2_sizing: u32,
+    /// The mdev type id in the migration stream's header.
+    pub stream_type_id: u32,
 }
 
 impl TypeSpec {
@@ -50,6 +52,7 @@ pub const SMALL: TypeSpec = TypeSpec {
     subsys_id: 1,
     size_words: &["256 KiB", "256KiB", "256 KB", "256KB", "256K", "262144"],
     bar2_sizing: 0xfffc_000c,
+    stream_type_id: 1,
 };
 
 /// `vfio_mig_sample-large`: 2 MiB.
@@ -61,6 +64,7 @@ pub const LARGE: TypeSpec = TypeSpec {
     subsys_id: 2,
     size_words: &["2 MiB", "2MiB", "2 MB", "2MB", "2M", "2048 KiB", "2097152"],
     bar2_sizing: 0xffe0_000c,
+    stream_type_id: 2,
 };
 
 /// Both types, in sorted order of their names.
@@ -212,4 +216,90 @@ pub mod bar0 {
     pub const VERSION_VALUE: u32 = 0x0001_0000;
     pub const STATUS_QUIESCED: u32 = 1;
     pub const IRQ_DOORBELL: u32 = 1;
+}
+
+/// The migration region (Documentation/migration-abi.rst) and the stream
+/// (Documentation/migration-stream.rst), with default module parameters.
+pub mod mig {
+    use vfio_mig::State;
+
+    /// Region size: 4 KiB of registers, the data area, the bitmap area.
+    pub const SIZE: u64 = 0x11_1000;
+    /// Size of the packed `struct vfio_device_migration_info`.
+    pub const INFO_SIZE: u64 = 76;
+    /// The data area.
+    pub const DATA_OFF: u64 = 0x1000;
+    pub const DATA_LEN: u64 = 0x10_0000;
+    /// The dirty bitmap area.
+    pub const BITMAP_OFF: u64 = 0x10_1000;
+    pub const BITMAP_LEN: u64 = 0x1_0000;
+    /// Most pages one dirty query covers (`BITMAP_LEN * 8`).
+    pub const BITMAP_PAGES: u64 = 0x8_0000;
+    /// GET_REGION_INFO: argsz the chain needs (struct + one CAP_TYPE) and
+    /// where the capability sits.
+    pub const CAP_ARGSZ: u32 = 48;
+    pub const CAP_OFFSET: u32 = 32;
+    /// `VFIO_REGION_INFO_CAP_TYPE` id and version.
+    pub const CAP_TYPE_ID: u16 = 2;
+    pub const CAP_TYPE_VERSION: u16 = 1;
+
+    /// Stream layout: header, page record, register record (`8 + R`), end
+    /// record.
+    pub const HEADER_LEN: usize = 32;
+    pub const PAGE_RECORD_LEN: usize = 4112;
+    /// `R`: the register-state blob (BAR0 registers and config space).
+    pub const REGS_BLOB_LEN: usize = 288;
+    pub const REGS_RECORD_LEN: usize = 8 + REGS_BLOB_LEN;
+    pub const END_RECORD_LEN: usize = 32;
+    pub const PAGE_SIZE: u64 = 4096;
+
+    /// Pending counts right after MIGRATION_SETUP for `mem_size` bytes of
+    /// device memory: the header, every page, registers and end record.
+    pub const fn pending_at_setup(mem_size: u64) -> (u64, u64, u64) {
+        (
+            HEADER_LEN as u64,
+            mem_size / PAGE_SIZE * PAGE_RECORD_LEN as u64,
+            (REGS_RECORD_LEN + END_RECORD_LEN) as u64,
+        )
+    }
+
+    /// The shortest stream: every page once.
+    pub const fn full_stream_len(mem_size: u64) -> u64 {
+        let (a, b, c) = pending_at_setup(mem_size);
+        a + b + c
+    }
+
+    /// The transition table of the SPEC: may `from` go to `to`? (Writing
+    /// the current state again is also accepted; that is not listed here.)
+    pub fn allowed(from: State, to: State) -> bool {
+        use State::*;
+        let next: &[State] = match from {
+            None => &[Running, Resume],
+            Running => &[Setup, Resume],
+            Setup => &[PreCopy, StopNCopy, Failed, Cancelled],
+            PreCopy => &[StopNCopy, Failed, Cancelled],
+            StopNCopy => &[SaveCompleted, Failed, Cancelled],
+            SaveCompleted => &[Running, Failed, Cancelled],
+            Resume => &[ResumeCompleted, Failed, Cancelled],
+            ResumeCompleted => &[Running, Failed],
+            Failed | Cancelled => &[Running, None, Setup, Resume],
+        };
+        next.contains(&to)
+    }
+
+    /// States in which the device is quiesced: BAR writes fail with EBUSY
+    /// and STATUS.QUIESCED is set.
+    pub const QUIESCED: [State; 4] = [
+        State::StopNCopy,
+        State::SaveCompleted,
+        State::Resume,
+        State::ResumeCompleted,
+    ];
+
+    /// States in which get pending reports something (elsewhere 0) and
+    /// the dirty query works.
+    pub const SAVING: [State; 3] = [State::Setup, State::PreCopy, State::StopNCopy];
+
+    /// States in which get buffer works.
+    pub const GET_BUFFER: [State; 2] = [State::PreCopy, State::StopNCopy];
 }

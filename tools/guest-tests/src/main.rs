@@ -15,6 +15,7 @@ mod device;
 mod t_bars;
 mod t_config;
 mod t_irq;
+mod t_migration;
 mod t_misc;
 mod t_mtty;
 mod t_sysfs;
@@ -98,6 +99,21 @@ const TESTS: &[Test] = tests![
     t_misc::reset_keeps_eventfds,
     t_misc::reopen_power_on,
     t_misc::concurrent_access,
+    t_migration::migration_region_discovery,
+    t_migration::migration_field_access,
+    t_migration::migration_transitions,
+    t_migration::migration_actions_by_state,
+    t_migration::migration_roundtrip_chunks,
+    t_migration::migration_roundtrip_threshold,
+    t_migration::migration_roundtrip_large,
+    t_migration::migration_precopy_dirty,
+    t_migration::migration_corrupt_stream,
+    t_migration::migration_failed_cancelled,
+    t_migration::migration_quiesced,
+    t_migration::migration_reset_close,
+    t_migration::migration_concurrent,
+    t_migration::migration_dirty_query,
+    t_migration::migration_cli,
     t_mtty::mtty_sysfs,
     t_mtty::mtty_legacy,
     t_mtty::mtty_iommufd,

@@ -8,12 +8,13 @@ use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use libc::c_void;
 
 use crate::error::{last_errno, Error, Result};
 use crate::mem::GuestMemory;
+use crate::migration::MigrationRegion;
 use crate::sysfs;
 use crate::uapi::{self, vfio};
 
@@ -41,6 +42,9 @@ pub enum OpenPath {
     Legacy,
     /// `/dev/vfio/devices/vfioN` bound to `/dev/iommu`.
     Iommufd,
+    /// A device fd opened by another process ([`Device::from_fd`]); not a
+    /// way to open, only how an existing [`Device`] was made.
+    Inherited,
 }
 
 impl std::fmt::Display for OpenPath {
@@ -48,6 +52,7 @@ impl std::fmt::Display for OpenPath {
         f.write_str(match self {
             OpenPath::Legacy => "legacy group/container",
             OpenPath::Iommufd => "iommufd cdev",
+            OpenPath::Inherited => "inherited fd",
         })
     }
 }
@@ -164,6 +169,9 @@ enum Backend {
         ioas_id: u32,
         devid: u32,
     },
+    /// A device fd handed over by another process (`vfio-mig --fd`); its
+    /// group/container or iommufd stay with that process.
+    Inherited,
 }
 
 struct DmaMapping {
@@ -180,6 +188,8 @@ pub struct Device {
     dma: Mutex<Vec<DmaMapping>>,
     uuid: String,
     path: OpenPath,
+    /// The migration region, found on first use (`migration.rs`).
+    pub(crate) migration: OnceLock<MigrationRegion>,
 }
 
 impl std::fmt::Debug for Device {
@@ -219,6 +229,13 @@ unsafe fn ioctl(
 
 fn no_ctx() -> String {
     String::new()
+}
+
+fn no_iommu_context(uuid: &str) -> Error {
+    Error::Invalid(format!(
+        "{uuid} was opened from an inherited fd: its IOMMU context (container or iommufd) \
+         belongs to another process, so DMA cannot be mapped here"
+    ))
 }
 
 fn open_rw(path: &Path) -> Result<OwnedFd> {
@@ -306,6 +323,9 @@ impl Device {
         match path {
             OpenPath::Legacy => Self::open_legacy(uuid),
             OpenPath::Iommufd => Self::open_iommufd(uuid),
+            OpenPath::Inherited => Err(Error::Invalid(format!(
+                "cannot open {uuid} as an inherited fd: use Device::from_fd"
+            ))),
         }
     }
 
@@ -411,6 +431,7 @@ impl Device {
             dma: Mutex::new(Vec::new()),
             uuid: uuid.to_string(),
             path: OpenPath::Legacy,
+            migration: OnceLock::new(),
         })
     }
 
@@ -477,7 +498,23 @@ impl Device {
             dma: Mutex::new(Vec::new()),
             uuid: uuid.to_string(),
             path: OpenPath::Iommufd,
+            migration: OnceLock::new(),
         })
+    }
+
+    /// Wraps a VFIO device fd that another process opened and passed on
+    /// (as QEMU's `vfio-pci,fd=N` takes one). `label` names the device in
+    /// messages (its UUID). Everything but DMA mapping works on it; the
+    /// process that opened it keeps the IOMMU context.
+    pub fn from_fd(fd: OwnedFd, label: &str) -> Self {
+        Device {
+            fd,
+            backend: Backend::Inherited,
+            dma: Mutex::new(Vec::new()),
+            uuid: label.to_string(),
+            path: OpenPath::Inherited,
+            migration: OnceLock::new(),
+        }
     }
 
     /// The mdev's UUID.
@@ -499,7 +536,7 @@ impl Device {
     pub fn iommufd_devid(&self) -> Option<u32> {
         match self.backend {
             Backend::Iommufd { devid, .. } => Some(devid),
-            Backend::Legacy { .. } => None,
+            Backend::Legacy { .. } | Backend::Inherited => None,
         }
     }
 
@@ -929,6 +966,7 @@ impl Device {
         let vaddr = mem.as_ptr() as u64;
         let ctx = || format!("iova {iova:#x}, {len:#x} bytes");
         match &self.backend {
+            Backend::Inherited => return Err(no_iommu_context(&self.uuid)),
             Backend::Legacy { container, .. } => {
                 let mut map = vfio::vfio_iommu_type1_dma_map {
                     argsz: size_of::<vfio::vfio_iommu_type1_dma_map>() as u32,
@@ -994,6 +1032,7 @@ impl Device {
         let len = maps[i].len;
         let ctx = || format!("iova {iova:#x}, {len:#x} bytes");
         match &self.backend {
+            Backend::Inherited => return Err(no_iommu_context(&self.uuid)),
             Backend::Legacy { container, .. } => {
                 let mut unmap = vfio::vfio_iommu_type1_dma_unmap {
                     argsz: size_of::<vfio::vfio_iommu_type1_dma_unmap>() as u32,

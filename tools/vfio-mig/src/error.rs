@@ -49,6 +49,22 @@ pub enum Error {
         /// errno.
         errno: i32,
     },
+    /// An action or field access of the migration region failed.
+    Migration {
+        /// The action, the field with its offset, and the device state,
+        /// e.g. "get buffer (read of data.size at migration region 9 offset
+        /// 0x2c) in state RUNNING".
+        what: String,
+        /// errno.
+        errno: i32,
+    },
+    /// Reading or writing a stream (file, pipe, memory) failed.
+    Io {
+        /// What we were doing.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
     /// The kernel answered, but with something we cannot use.
     Invalid(String),
 }
@@ -61,7 +77,10 @@ impl Error {
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::Path { source, .. } => source.raw_os_error(),
-            Error::Ioctl { errno, .. } | Error::Sys { errno, .. } => Some(*errno),
+            Error::Ioctl { errno, .. }
+            | Error::Sys { errno, .. }
+            | Error::Migration { errno, .. } => Some(*errno),
+            Error::Io { source, .. } => source.raw_os_error(),
             Error::Region { errno, .. } if *errno != 0 => Some(*errno),
             _ => None,
         }
@@ -174,7 +193,10 @@ impl fmt::Display for Error {
                     )
                 }
             }
-            Error::Sys { what, errno } => write!(f, "{what} failed: {}", errno_string(*errno)),
+            Error::Sys { what, errno } | Error::Migration { what, errno } => {
+                write!(f, "{what} failed: {}", errno_string(*errno))
+            }
+            Error::Io { what, source } => write!(f, "{what} failed: {source}"),
             Error::Invalid(s) => f.write_str(s),
         }
     }
@@ -183,7 +205,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Path { source, .. } => Some(source),
+            Error::Path { source, .. } | Error::Io { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -7,7 +7,10 @@
 //!   (also in raw forms that let a test pass bad arguments), region I/O and
 //!   DMA mapping;
 //! * [`EventFd`] for interrupts;
-//! * [`GuestMemory`], memfd-backed memory to map for device DMA.
+//! * [`GuestMemory`], memfd-backed memory to map for device DMA;
+//! * [`migration`]: the migration region of the 2018 proposal (layout,
+//!   states, actions, save and restore flows) on [`Device`];
+//! * [`stream`]: a look inside a saved device-state stream.
 //!
 //! Every error is an [`Error`] that says what failed in words and carries
 //! the errno ([`Error::errno`]).
@@ -16,6 +19,8 @@ pub mod device;
 pub mod error;
 pub mod eventfd;
 pub mod mem;
+pub mod migration;
+pub mod stream;
 pub mod sysfs;
 pub mod uapi;
 
@@ -25,4 +30,7 @@ pub use device::{
 pub use error::{errno_name, errno_string, Error, Result};
 pub use eventfd::EventFd;
 pub use mem::GuestMemory;
+pub use migration::{
+    DirtyBitmap, Field, MigrationRegion, Pending, RestoreReport, SaveOptions, SaveReport, State,
+};
 pub use sysfs::{Mdev, MdevType, Parent, TypeAttrs};
