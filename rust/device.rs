@@ -20,6 +20,7 @@ use kernel::alloc::flags::__GFP_ZERO;
 use kernel::c_str;
 use kernel::new_mutex;
 use kernel::prelude::*;
+use kernel::sync::lock::{mutex::MutexBackend, Guard};
 use kernel::sync::Mutex;
 use kernel::uaccess::{UserSlice, UserSliceReader, UserSliceWriter};
 
@@ -202,6 +203,16 @@ impl SampleDevice {
             _share: PoolShare::take(units_of(size?))?,
             state <- new_mutex!(State::new(size?, type_id)?, "vfio_mig_sample:state"),
         }? Error)
+    }
+
+    /// Locks the state for a BAR write, which a quiesced device refuses.
+    fn lock_running(&self) -> Result<Guard<'_, State, MutexBackend>> {
+        let state = self.state.lock();
+        if state.mig.running() {
+            Ok(state)
+        } else {
+            Err(EBUSY)
+        }
     }
 
     fn region_size(&self, region: Region) -> u64 {
@@ -484,17 +495,11 @@ impl vfio::DeviceOps for SampleDevice {
                     .map_err(|_| EINVAL)?;
             }
             Region::Bar0 => {
-                let mut state = self.state.lock();
-                if !state.mig.running() {
-                    return Err(EBUSY);
-                }
+                let mut state = self.lock_running()?;
                 Self::write_bar0(&mut state, offset, &mut buf)?;
             }
             Region::Bar2 => {
-                let mut state = self.state.lock();
-                if !state.mig.running() {
-                    return Err(EBUSY);
-                }
+                let mut state = self.lock_running()?;
                 let range = span(offset, len)?;
                 let dst = state.mem.get_mut(range.clone()).ok_or(EINVAL)?;
                 buf.read_slice(dst)?;

@@ -132,24 +132,16 @@ impl<S: DerefMut<Target = [u64]>> Bitmap<S> {
     /// Sets `page`; returns whether it was clear before.
     #[cfg(test)]
     pub(crate) fn set(&mut self, page: usize) -> Result<bool, BitmapError> {
-        if page >= self.npages {
-            return Err(BitmapError::OutOfRange);
-        }
-        let word = self
-            .words
-            .get_mut(page / BITS_PER_WORD)
-            .ok_or(BitmapError::OutOfRange)?;
-        let bit = 1u64 << (page % BITS_PER_WORD);
-        let was_clear = *word & bit == 0;
-        *word |= bit;
-        if was_clear {
-            self.count = self.count.saturating_add(1);
-        }
-        Ok(was_clear)
+        self.update(page, true)
     }
 
     /// Clears `page`; returns whether it was set before.
     pub(crate) fn clear(&mut self, page: usize) -> Result<bool, BitmapError> {
+        self.update(page, false)
+    }
+
+    /// Sets or clears `page`; returns whether its bit changed.
+    fn update(&mut self, page: usize, set: bool) -> Result<bool, BitmapError> {
         if page >= self.npages {
             return Err(BitmapError::OutOfRange);
         }
@@ -158,12 +150,16 @@ impl<S: DerefMut<Target = [u64]>> Bitmap<S> {
             .get_mut(page / BITS_PER_WORD)
             .ok_or(BitmapError::OutOfRange)?;
         let bit = 1u64 << (page % BITS_PER_WORD);
-        let was_set = *word & bit != 0;
-        *word &= !bit;
-        if was_set {
-            self.count = self.count.saturating_sub(1);
+        let changed = (*word & bit != 0) != set;
+        if changed {
+            *word ^= bit;
+            self.count = if set {
+                self.count.saturating_add(1)
+            } else {
+                self.count.saturating_sub(1)
+            };
         }
-        Ok(was_set)
+        Ok(changed)
     }
 
     /// Sets or clears `len` pages from `start`, a word at a time.

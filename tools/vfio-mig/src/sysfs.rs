@@ -71,14 +71,7 @@ impl Parent {
 
     /// The names of the parent's types (`vfio_mig_sample-small`, ...), sorted.
     pub fn types(&self) -> Result<Vec<String>> {
-        let dir = self.dir.join("mdev_supported_types");
-        let mut v = Vec::new();
-        for e in fs::read_dir(&dir).map_err(|e| Error::path("list", &dir, e))? {
-            let e = e.map_err(|e| Error::path("list", &dir, e))?;
-            v.push(e.file_name().to_string_lossy().into_owned());
-        }
-        v.sort();
-        Ok(v)
+        sorted_entries(&self.dir.join("mdev_supported_types"))
     }
 
     /// The type called `type_name` (a full name such as `mtty-2`, or the
@@ -177,14 +170,7 @@ impl MdevType {
 
     /// UUIDs of the mdevs of this type (entries of `devices/`), sorted.
     pub fn devices(&self) -> Result<Vec<String>> {
-        let dir = self.dir.join("devices");
-        let mut v = Vec::new();
-        for e in fs::read_dir(&dir).map_err(|e| Error::path("list", &dir, e))? {
-            let e = e.map_err(|e| Error::path("list", &dir, e))?;
-            v.push(e.file_name().to_string_lossy().into_owned());
-        }
-        v.sort();
-        Ok(v)
+        sorted_entries(&self.dir.join("devices"))
     }
 }
 
@@ -297,4 +283,15 @@ impl Drop for Mdev {
             let _ = remove_mdev(&self.uuid);
         }
     }
+}
+
+/// The names of the entries of `dir`, sorted.
+fn sorted_entries(dir: &Path) -> Result<Vec<String>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).map_err(|e| Error::path("list", dir, e))? {
+        let e = e.map_err(|e| Error::path("list", dir, e))?;
+        v.push(e.file_name().to_string_lossy().into_owned());
+    }
+    v.sort();
+    Ok(v)
 }
