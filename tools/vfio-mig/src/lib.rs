@@ -10,6 +10,8 @@
 //! * [`GuestMemory`], memfd-backed memory to map for device DMA;
 //! * [`migration`]: the migration region of the 2018 proposal (layout,
 //!   states, actions, save and restore flows) on [`Device`];
+//! * [`sample`]: the sample device's registers (DMA engine, ring,
+//!   background writer) and the module's pinned-page count;
 //! * [`stream`]: a look inside a saved device-state stream.
 //!
 //! Every error is an [`Error`] that says what failed in words and carries
@@ -20,6 +22,7 @@ pub mod error;
 pub mod eventfd;
 pub mod mem;
 pub mod migration;
+pub mod sample;
 pub mod stream;
 pub mod sysfs;
 pub mod uapi;
