@@ -3,27 +3,30 @@
 //! The sample device: what each mdev of this driver is.
 //!
 //! An emulated PCI function with a configuration space, a register BAR
-//! (BAR0), a device-memory BAR (BAR2) and INTx/MSI through eventfds. The
-//! register and configuration logic lives in [`crate::logic`]; this file
-//! holds the state, its lock, and the VFIO ioctls. Documented for users in
-//! `Documentation/device.rst`.
+//! (BAR0), a device-memory BAR (BAR2), a DMA engine and INTx/MSI through
+//! eventfds. The register and configuration logic lives in
+//! [`crate::logic`]; this file holds the state, its lock, and the VFIO
+//! callbacks. Documented for users in `Documentation/device.rst`.
 
 use crate::eventfd::EventFd;
 use crate::logic::config_space::{ConfigSpace, CONFIG_SIZE};
+use crate::logic::dma::DmaWrite;
 use crate::logic::migration_region::REGION_SIZE as MIGRATION_REGION_SIZE;
 use crate::logic::regions::{self, Region, NUM_REGIONS, REGION_SHIFT};
-use crate::logic::regs::{self, Registers, Route, WriteEffect, BAR0_SIZE};
+use crate::logic::regs::{self, Live, Registers, Route, WriteEffect, BAR0_SIZE};
 use crate::vfio::uapi;
 use crate::{mdev, vfio};
 use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::alloc::flags::__GFP_ZERO;
 use kernel::c_str;
-use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::lock::{mutex::MutexBackend, Guard};
-use kernel::sync::Mutex;
+use kernel::sync::{CondVar, Mutex};
+use kernel::time::msecs_to_jiffies;
 use kernel::uaccess::{UserSlice, UserSliceReader, UserSliceWriter};
+use kernel::{new_condvar, new_mutex};
 
+mod dma;
 mod migration;
 
 /// Device memory is handed out in units of this size.
@@ -107,6 +110,13 @@ pub(crate) struct SampleDevice {
     /// so no access ever sees another half done.
     #[pin]
     state: Mutex<State>,
+    /// Wakes the DMA engine's work when it sleeps between writer rounds.
+    #[pin]
+    engine_wake: CondVar,
+    /// The guest pages the device holds pinned (the `dma_unmap` callback's
+    /// lock, see `device/dma.rs`).
+    #[pin]
+    pins: dma::PinLock,
 }
 
 /// The device's state, under [`SampleDevice::state`].
@@ -118,6 +128,7 @@ struct State {
     intx: Option<EventFd>,
     msi: Option<EventFd>,
     intx_masked: bool,
+    engine: dma::Engine,
     mig: migration::Migration,
 }
 
@@ -141,6 +152,7 @@ impl State {
             intx: None,
             msi: None,
             intx_masked: false,
+            engine: dma::Engine::new()?,
             mig: migration::Migration::new(u32::from(type_id), mem_size)?,
         })
     }
@@ -148,18 +160,21 @@ impl State {
     /// Returns the function to its power-on state and the migration state
     /// to `NONE`, dropping any stream and dirty log (reset and close). The
     /// eventfds are the VMM's wiring, not device state, and stay.
-    fn power_on_reset(&mut self) {
-        self.power_on_device();
+    fn power_on_reset(&mut self, pins: &dma::PinLock) {
+        self.power_on_device(pins);
         self.mig.reset();
     }
 
     /// Power-on state of the function itself: configuration space,
-    /// registers, device memory and the INTx mask.
-    fn power_on_device(&mut self) {
+    /// registers (which stops the DMA engine), device memory, the INTx mask,
+    /// and no pinned pages.
+    fn power_on_device(&mut self, pins: &dma::PinLock) {
         self.config.reset();
         self.regs = Registers::default();
         self.mem.fill(0);
         self.intx_masked = false;
+        self.engine.stop();
+        pins.release();
     }
 
     /// Delivers an interrupt where the wiring says.
@@ -202,12 +217,31 @@ impl SampleDevice {
             mem_size: size?,
             _share: PoolShare::take(units_of(size?))?,
             state <- new_mutex!(State::new(size?, type_id)?, "vfio_mig_sample:state"),
+            engine_wake <- new_condvar!("vfio_mig_sample:engine_wake"),
+            pins <- dma::PinLock::new(),
         }? Error)
+    }
+
+    /// Lets the DMA engine's work run if the device has work for it: after
+    /// any access that may have given it some.
+    fn kick_engine(&self, dev: &vfio::Device, state: &State) {
+        if state.engine_has_work() {
+            dev.schedule_work();
+            self.engine_wake.notify_all();
+        }
+    }
+
+    /// Locks the device state, bringing it up to date with unmaps the
+    /// `dma_unmap` callback recorded.
+    fn lock(&self) -> Guard<'_, State, MutexBackend> {
+        let mut state = self.state.lock();
+        state.apply_unmaps(&self.pins);
+        state
     }
 
     /// Locks the state for a BAR write, which a quiesced device refuses.
     fn lock_running(&self) -> Result<Guard<'_, State, MutexBackend>> {
-        let state = self.state.lock();
+        let state = self.lock();
         if state.mig.running() {
             Ok(state)
         } else {
@@ -325,7 +359,7 @@ impl SampleDevice {
                     return Err(EINVAL);
                 }
                 if asserted {
-                    let mut state = self.state.lock();
+                    let mut state = self.lock();
                     state.intx_masked = action == uapi::VFIO_IRQ_SET_ACTION_MASK;
                 }
             }
@@ -354,7 +388,7 @@ impl SampleDevice {
                 new_efd = Some(EventFd::from_fd(fd)?);
             }
         }
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         let slot = if index == uapi::INTX_IRQ_INDEX {
             &mut state.intx
         } else {
@@ -376,24 +410,40 @@ impl SampleDevice {
         Ok(())
     }
 
-    fn read_bar0(state: &State, mem_size: u64, offset: u64, buf: &mut UserSliceWriter) -> Result {
+    fn read_bar0(&self, state: &State, offset: u64, buf: &mut UserSliceWriter) -> Result {
         check_dwords(offset, buf.len())?;
+        let live = Live {
+            mem_size: self.mem_size as u64,
+            status: state.status(),
+            pinned: self.pins.pinned_pages(),
+        };
         let mut off = offset as u32;
         while !buf.is_empty() {
-            let val = state.regs.read(off, mem_size, state.status());
+            let val = state.regs.read(off, &live);
             buf.write(&val)?;
             off += 4;
         }
         Ok(())
     }
 
-    fn write_bar0(state: &mut State, offset: u64, buf: &mut UserSliceReader) -> Result {
+    /// Each dword is one register write, in address order; a refused one
+    /// (`DMA_CMD` while a command is queued) ends the access with `EBUSY`.
+    fn write_bar0(
+        &self,
+        state: &mut State,
+        dev: &vfio::Device,
+        offset: u64,
+        buf: &mut UserSliceReader,
+    ) -> Result {
         check_dwords(offset, buf.len())?;
         let mut off = offset as u32;
         while !buf.is_empty() {
             let val = buf.read::<u32>()?;
-            if state.regs.write(off, val) == WriteEffect::Interrupt {
-                state.interrupt();
+            match state.regs.write(off, val) {
+                WriteEffect::Interrupt => state.interrupt(),
+                WriteEffect::Dma(DmaWrite::Busy) => return Err(EBUSY),
+                WriteEffect::Dma(DmaWrite::Ring) => state.ring_update(dev, &self.pins),
+                WriteEffect::None | WriteEffect::Dma(DmaWrite::None | DmaWrite::Kick) => {}
             }
             off += 4;
         }
@@ -440,24 +490,26 @@ fn span(offset: u64, len: usize) -> Result<core::ops::Range<usize>> {
 impl vfio::DeviceOps for SampleDevice {
     const NAME: &'static CStr = c_str!("vfio-mig-sample");
 
-    fn open(&self) -> Result {
+    fn open(&self, _dev: &vfio::Device) -> Result {
         Ok(())
     }
 
-    fn close(&self) {
-        let mut state = self.state.lock();
-        state.power_on_reset();
+    fn close(&self, _dev: &vfio::Device) {
+        let mut state = self.lock();
+        // Stops the engine and unpins: the work finds nothing left to do.
+        state.power_on_reset(&self.pins);
         let intx = state.intx.take();
         let msi = state.msi.take();
         drop(state);
+        self.engine_wake.notify_all();
         drop((intx, msi));
     }
 
-    fn read(&self, mut buf: UserSliceWriter, pos: u64) -> Result<usize> {
+    fn read(&self, _dev: &vfio::Device, mut buf: UserSliceWriter, pos: u64) -> Result<usize> {
         let len = buf.len();
         let (region, offset) =
             regions::locate(pos, len, |r| self.region_size(r)).map_err(|_| EINVAL)?;
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         match region {
             Region::Config => {
                 let mut bytes = [0u8; CONFIG_SIZE];
@@ -469,8 +521,8 @@ impl vfio::DeviceOps for SampleDevice {
                 drop(state);
                 buf.write_slice(out)?;
             }
-            Region::Migration => state.migration_read(offset, &mut buf)?,
-            Region::Bar0 => Self::read_bar0(&state, self.mem_size as u64, offset, &mut buf)?,
+            Region::Migration => state.migration_read(&self.pins, offset, &mut buf)?,
+            Region::Bar0 => self.read_bar0(&state, offset, &mut buf)?,
             Region::Bar2 => {
                 let src = state.mem.get(span(offset, len)?).ok_or(EINVAL)?;
                 buf.write_slice(src)?;
@@ -479,7 +531,7 @@ impl vfio::DeviceOps for SampleDevice {
         Ok(len)
     }
 
-    fn write(&self, mut buf: UserSliceReader, pos: u64) -> Result<usize> {
+    fn write(&self, dev: &vfio::Device, mut buf: UserSliceReader, pos: u64) -> Result<usize> {
         let len = buf.len();
         let (region, offset) =
             regions::locate(pos, len, |r| self.region_size(r)).map_err(|_| EINVAL)?;
@@ -488,7 +540,7 @@ impl vfio::DeviceOps for SampleDevice {
                 let mut bytes = [0u8; CONFIG_SIZE];
                 let data = bytes.get_mut(..len).ok_or(EINVAL)?;
                 buf.read_slice(data)?;
-                let mut state = self.state.lock();
+                let mut state = self.lock();
                 state
                     .config
                     .write(offset as usize, data)
@@ -496,7 +548,9 @@ impl vfio::DeviceOps for SampleDevice {
             }
             Region::Bar0 => {
                 let mut state = self.lock_running()?;
-                Self::write_bar0(&mut state, offset, &mut buf)?;
+                let res = self.write_bar0(&mut state, dev, offset, &mut buf);
+                self.kick_engine(dev, &state);
+                res?;
             }
             Region::Bar2 => {
                 let mut state = self.lock_running()?;
@@ -505,22 +559,49 @@ impl vfio::DeviceOps for SampleDevice {
                 buf.read_slice(dst)?;
                 state.mig.mem_written(&range);
             }
-            Region::Migration => self.state.lock().migration_write(offset, &mut buf)?,
+            Region::Migration => {
+                let mut state = self.lock();
+                let res = state.migration_write(dev, &self.pins, offset, &mut buf);
+                // A state change may let the device run again.
+                self.kick_engine(dev, &state);
+                res?;
+            }
         }
         Ok(len)
     }
 
-    fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(&self, _dev: &vfio::Device, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             uapi::DEVICE_GET_INFO => self.get_info(arg),
             uapi::DEVICE_GET_REGION_INFO => self.get_region_info(arg),
             uapi::DEVICE_GET_IRQ_INFO => self.get_irq_info(arg),
             uapi::DEVICE_SET_IRQS => self.set_irqs(arg),
             uapi::DEVICE_RESET => {
-                self.state.lock().power_on_reset();
+                self.lock().power_on_reset(&self.pins);
+                self.engine_wake.notify_all();
                 Ok(0)
             }
             _ => Err(ENOTTY),
+        }
+    }
+
+    /// Takes only the pins lock (see `device/dma.rs`): the registers catch
+    /// up when the device lock is next taken.
+    fn dma_unmap(&self, _dev: &vfio::Device, iova: u64, length: u64) {
+        self.pins.unmap(iova, length);
+        // A sleeping engine must not run a command the unmap cancelled.
+        self.engine_wake.notify_all();
+    }
+
+    /// The DMA engine: runs rounds until it has nothing left to do,
+    /// sleeping between writer rounds with the lock released.
+    fn work(&self, dev: &vfio::Device) {
+        let mut state = self.lock();
+        while let Some(ms) = state.engine_round(dev) {
+            let _ = self
+                .engine_wake
+                .wait_interruptible_timeout(&mut state, msecs_to_jiffies(ms as u32));
+            state.apply_unmaps(&self.pins);
         }
     }
 }

@@ -6,8 +6,8 @@
 //! function (see `Documentation/device.rst`); the migration region of the
 //! 2018 VFIO migration proposal comes on top of it.
 //!
-//! Module layout: `sys` holds the raw bindings; `eventfd`, `mdev` and `vfio`
-//! are the safe wrappers around them; `device` is the device model, built on
+//! Module layout: `sys` holds the raw bindings; `eventfd`, `mdev`, `vfio`
+//! and `pinned` are the safe wrappers around them; `device` is the device model, built on
 //! the pure logic in `logic`, which has no `unsafe` and is unit-tested on the
 //! host.
 
@@ -17,6 +17,7 @@ mod device;
 mod eventfd;
 mod logic;
 mod mdev;
+mod pinned;
 mod sys;
 mod vfio;
 
@@ -29,13 +30,19 @@ module! {
 }
 
 struct VfioMigSample {
+    // Dropped in this order: the devices go before the pin count's file.
     _parent: Pin<KBox<mdev::Registration<device::SampleDriver>>>,
+    _debugfs: pinned::Debugfs,
 }
 
 impl kernel::Module for VfioMigSample {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        let debugfs = pinned::Debugfs::new();
         let parent = mdev::Registration::new(module)?;
         pr_info!("loaded\n");
-        Ok(Self { _parent: parent })
+        Ok(Self {
+            _parent: parent,
+            _debugfs: debugfs,
+        })
     }
 }

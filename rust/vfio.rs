@@ -6,14 +6,18 @@
 //! [`DeviceOps`]; [`Registration`] allocates the `struct vfio_device` with the
 //! driver's data in the same allocation, registers it, and unregisters it on
 //! drop. The C callbacks are adapted here so that the driver's code never
-//! touches a raw pointer.
+//! touches a raw pointer: each gets the driver data and a [`Device`], the
+//! device's handle for DMA (`vfio_dma_rw`, `vfio_pin_pages`) and for its
+//! deferred work.
 
+use crate::pinned::PinnedPages;
 use crate::sys;
 use core::marker::PhantomData;
 use core::mem::{offset_of, size_of, MaybeUninit};
 use core::ptr::{addr_of_mut, NonNull};
+use kernel::c_str;
 use kernel::error::{from_err_ptr, from_result, to_result};
-use kernel::ffi::{c_char, c_long, c_uint, c_ulong};
+use kernel::ffi::{c_char, c_long, c_uint, c_ulong, c_void};
 use kernel::prelude::*;
 use kernel::types::Opaque;
 use kernel::uaccess::{UserSlice, UserSliceReader, UserSliceWriter};
@@ -21,44 +25,171 @@ use kernel::uaccess::{UserSlice, UserSliceReader, UserSliceWriter};
 /// What a VFIO device driver implements.
 ///
 /// Every callback runs in process context and may sleep. VFIO serialises
-/// `open` and `close` against each other, but `read`, `write` and `ioctl`
-/// may run concurrently from any number of threads.
+/// `open` and `close` against each other, but `read`, `write`, `ioctl`,
+/// `dma_unmap` and `work` may run concurrently from any number of threads.
 pub(crate) trait DeviceOps: Sized + Send + Sync + 'static {
     /// The name of the ops table (`vfio_device_ops.name`).
     const NAME: &'static CStr;
 
     /// The first open of the device (`open_device`).
-    fn open(&self) -> Result;
+    fn open(&self, dev: &Device) -> Result;
 
-    /// The last close of the device (`close_device`).
-    fn close(&self);
+    /// The last close of the device (`close_device`). Afterwards the work
+    /// item is cancelled and waited for, so the driver should leave it
+    /// nothing to do.
+    fn close(&self, dev: &Device);
 
     /// A `read` of `buf.len()` bytes at file position `pos`; returns the
     /// number of bytes read.
-    fn read(&self, buf: UserSliceWriter, pos: u64) -> Result<usize>;
+    fn read(&self, dev: &Device, buf: UserSliceWriter, pos: u64) -> Result<usize>;
 
     /// A `write` of `buf.len()` bytes at file position `pos`; returns the
     /// number of bytes written.
-    fn write(&self, buf: UserSliceReader, pos: u64) -> Result<usize>;
+    fn write(&self, dev: &Device, buf: UserSliceReader, pos: u64) -> Result<usize>;
 
     /// A device ioctl other than the ones the VFIO core handles.
-    fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize>;
+    fn ioctl(&self, dev: &Device, cmd: u32, arg: usize) -> Result<isize>;
+
+    /// `iova..iova + length` is being unmapped: the driver must unpin every
+    /// page it holds pinned in that range before returning.
+    fn dma_unmap(&self, dev: &Device, iova: u64, length: u64);
+
+    /// The deferred work queued by [`Device::schedule_work`].
+    fn work(&self, dev: &Device);
+}
+
+/// A registered, open VFIO device, as its callbacks see it.
+///
+/// # Invariants
+///
+/// Only handed out (by reference) to the callbacks of a registered device,
+/// for the duration of the call; the device is open in every callback but
+/// `open`'s error path.
+#[repr(transparent)]
+pub(crate) struct Device(Opaque<sys::vfio_device>);
+
+/// `vfio_pin_pages()` takes at most this many pages per call.
+pub(crate) const PIN_PAGES_MAX: u32 = 512;
+
+impl Device {
+    /// # Safety
+    ///
+    /// `ptr` must be a registered device, valid for `'a`.
+    unsafe fn from_raw<'a>(ptr: *mut sys::vfio_device) -> &'a Device {
+        // SAFETY: `Device` is a transparent wrapper of the C struct.
+        unsafe { &*ptr.cast::<Device>() }
+    }
+
+    fn as_raw(&self) -> *mut sys::vfio_device {
+        self.0.get()
+    }
+
+    fn dma_rw(&self, iova: u64, data: *mut c_void, len: usize, write: bool) -> Result {
+        // SAFETY: The device is registered and open (type invariant); `data`
+        // is valid for `len` bytes of reads (write) or writes (read).
+        to_result(unsafe { sys::vfio_dma_rw(self.as_raw(), iova, data, len, write) })
+    }
+
+    /// Writes `data` to guest memory at `iova` (`vfio_dma_rw`).
+    pub(crate) fn dma_write(&self, iova: u64, data: &[u8]) -> Result {
+        // The C prototype is not const-correct: a write only reads `data`.
+        self.dma_rw(iova, data.as_ptr() as *mut c_void, data.len(), true)
+    }
+
+    /// Reads guest memory at `iova` into `data` (`vfio_dma_rw`).
+    pub(crate) fn dma_read(&self, iova: u64, data: &mut [u8]) -> Result {
+        self.dma_rw(iova, data.as_mut_ptr().cast(), data.len(), false)
+    }
+
+    /// Pins `npages` (1..=[`PIN_PAGES_MAX`]) guest pages from the page
+    /// aligned `iova`, for device reads and, if `writable`, writes.
+    ///
+    /// The pages must be released (the value dropped) while the device is
+    /// open: in `dma_unmap` for their range, at the latest in `close`.
+    pub(crate) fn pin_pages(&self, iova: u64, npages: u32, writable: bool) -> Result<PinnedPages> {
+        if !(1..=PIN_PAGES_MAX).contains(&npages) {
+            return Err(EINVAL);
+        }
+        // The core wants somewhere to put the `struct page` pointers, which
+        // this driver does not use: it only holds the pages.
+        let mut pages = KVec::from_elem(
+            core::ptr::null_mut::<kernel::bindings::page>(),
+            npages as usize,
+            GFP_KERNEL,
+        )?;
+        let prot = sys::IOMMU_READ | if writable { sys::IOMMU_WRITE } else { 0 };
+        // SAFETY: The device is registered and open (type invariant);
+        // `pages` has room for `npages` pointers.
+        let ret = unsafe {
+            sys::vfio_pin_pages(
+                self.as_raw(),
+                iova,
+                npages as i32,
+                prot as i32,
+                pages.as_mut_ptr(),
+            )
+        };
+        to_result(ret)?;
+        if ret != npages as i32 {
+            // Neither backend pins part of a request, but if one did, give
+            // back what it pinned.
+            if ret > 0 {
+                // SAFETY: `ret` pages from `iova` were just pinned.
+                unsafe { sys::vfio_unpin_pages(self.as_raw(), iova, ret) };
+            }
+            return Err(EFAULT);
+        }
+        // SAFETY: `npages` pages were just pinned through this open device;
+        // the caller keeps the result only while the device is open.
+        Ok(unsafe { PinnedPages::new(NonNull::new_unchecked(self.as_raw()), iova, npages) })
+    }
+
+    /// Queues the driver's [`DeviceOps::work`] on the system unbound
+    /// workqueue, unless it is queued already.
+    pub(crate) fn schedule_work(&self) {
+        let vdev = self.as_raw();
+        // SAFETY: Every registered device starts a `Wrapper` (see
+        // `Registration::new`) whose work item was initialised before
+        // registration; `system_unbound_wq` exists from boot.
+        unsafe {
+            let work = dev_work(vdev);
+            kernel::bindings::queue_work_on(
+                kernel::bindings::wq_misc_consts_WORK_CPU_UNBOUND as _,
+                kernel::bindings::system_unbound_wq,
+                work,
+            );
+        }
+    }
+}
+
+/// The part of every [`Wrapper`] that does not depend on the driver.
+#[repr(C)]
+struct Header {
+    /// Must come first: the VFIO core frees the allocation through it.
+    vdev: Opaque<sys::vfio_device>,
+    /// The driver's deferred work ([`DeviceOps::work`]).
+    work: Opaque<kernel::bindings::work_struct>,
 }
 
 /// The allocation `_vfio_alloc_device` makes for a device of type `T`.
 ///
 /// # Invariants
 ///
-/// `data` is initialised exactly when `initialized` is true; both are
-/// written only before the device is registered, so the VFIO callbacks can
-/// read them without synchronisation.
+/// `data` is initialised exactly when `initialized` is true; both, and the
+/// work item, are written only before the device is registered, so the
+/// VFIO callbacks can read them without synchronisation.
 #[repr(C)]
 struct Wrapper<T> {
-    /// Must come first: the VFIO core frees the allocation through it.
-    vdev: Opaque<sys::vfio_device>,
+    header: Header,
     initialized: bool,
     data: MaybeUninit<T>,
 }
+
+/// A lockdep class for the work items of all devices.
+struct WorkClass(Opaque<kernel::bindings::lock_class_key>);
+// SAFETY: Only lockdep touches the key, with its own locking.
+unsafe impl Sync for WorkClass {}
+static WORK_CLASS: WorkClass = WorkClass(Opaque::uninit());
 
 /// A registered VFIO device whose driver data is a `T`.
 ///
@@ -87,6 +218,7 @@ impl<T: DeviceOps> OpsTable<T> {
         read: Some(read_callback::<T>),
         write: Some(write_callback::<T>),
         ioctl: Some(ioctl_callback::<T>),
+        dma_unmap: Some(dma_unmap_callback::<T>),
         #[cfg(CONFIG_IOMMUFD)]
         bind_iommufd: Some(sys::vfio_iommufd_emulated_bind),
         #[cfg(CONFIG_IOMMUFD)]
@@ -112,7 +244,10 @@ impl<T: DeviceOps> Registration<T> {
         parent: *mut kernel::bindings::device,
         init: impl PinInit<T, Error>,
     ) -> Result<Self> {
-        const { assert!(offset_of!(Wrapper<T>, vdev) == 0) };
+        const {
+            assert!(offset_of!(Wrapper<T>, header) == 0);
+            assert!(offset_of!(Header, vdev) == 0);
+        };
         let ops: &'static sys::vfio_device_ops = &OpsTable::<T>::OPS;
         // SAFETY: `parent` is valid by the caller's guarantee, the size
         // covers a `vfio_device` at offset 0, and `ops` is static.
@@ -120,6 +255,19 @@ impl<T: DeviceOps> Registration<T> {
             from_err_ptr(unsafe { sys::_vfio_alloc_device(size_of::<Wrapper<T>>(), parent, ops) })?;
         let wrapper = vdev.cast::<Wrapper<T>>();
 
+        // SAFETY: `wrapper` is a fresh allocation, not yet shared; the work
+        // item lives as long as the allocation, and `work_callback::<T>`
+        // only ever sees it inside a `Wrapper<T>`. The name and the lock
+        // class are static.
+        unsafe {
+            kernel::bindings::init_work_with_key(
+                Opaque::raw_get(addr_of_mut!((*wrapper).header.work)),
+                Some(work_callback::<T>),
+                false,
+                c_str!("vfio_mig_sample:work").as_char_ptr(),
+                WORK_CLASS.0.get(),
+            )
+        };
         // SAFETY: `wrapper` is a fresh, zeroed allocation of the right size;
         // `data` never moves because the allocation is freed in place.
         let res = unsafe { init.__pinned_init(addr_of_mut!((*wrapper).data).cast::<T>()) };
@@ -182,16 +330,16 @@ impl<T: DeviceOps> Drop for Registration<T> {
     }
 }
 
-/// Returns the driver data of a registered device.
+/// Returns the driver data of a registered device, and its handle.
 ///
 /// # Safety
 ///
-/// `vdev` must be the `vdev` of a live `Wrapper<T>` with initialised data,
-/// and the returned reference must not outlive it.
-unsafe fn data<'a, T>(vdev: *mut sys::vfio_device) -> &'a T {
+/// `vdev` must be the `vdev` of a live, registered `Wrapper<T>` with
+/// initialised data, and the references must not outlive it.
+unsafe fn parts<'a, T>(vdev: *mut sys::vfio_device) -> (&'a T, &'a Device) {
     let wrapper = vdev.cast::<Wrapper<T>>();
     // SAFETY: By the function's safety requirements.
-    unsafe { (*wrapper).data.assume_init_ref() }
+    unsafe { ((*wrapper).data.assume_init_ref(), Device::from_raw(vdev)) }
 }
 
 /// # Safety
@@ -199,9 +347,13 @@ unsafe fn data<'a, T>(vdev: *mut sys::vfio_device) -> &'a T {
 /// Called by the VFIO core when the last reference to `vdev` goes.
 unsafe extern "C" fn release_callback<T: DeviceOps>(vdev: *mut sys::vfio_device) {
     let wrapper = vdev.cast::<Wrapper<T>>();
-    // SAFETY: No other user is left; `initialized` says whether `data` holds
-    // a value, which is dropped in place (the core frees the memory).
+    // SAFETY: No other user is left. The work item was initialised before
+    // registration and cannot be queued any more (only callbacks of an open
+    // device queue it); cancelling is a formality that keeps the data alive
+    // until no work runs. `initialized` says whether `data` holds a value,
+    // which is dropped in place (the core frees the memory).
     unsafe {
+        kernel::bindings::cancel_work_sync(Opaque::raw_get(addr_of_mut!((*wrapper).header.work)));
         if (*wrapper).initialized {
             (*wrapper).data.assume_init_drop();
         }
@@ -213,7 +365,8 @@ unsafe extern "C" fn release_callback<T: DeviceOps>(vdev: *mut sys::vfio_device)
 /// Called by the VFIO core on a registered device.
 unsafe extern "C" fn open_callback<T: DeviceOps>(vdev: *mut sys::vfio_device) -> i32 {
     // SAFETY: Registered devices have initialised data.
-    from_result(|| unsafe { data::<T>(vdev) }.open().map(|()| 0))
+    let (data, dev) = unsafe { parts::<T>(vdev) };
+    from_result(|| data.open(dev).map(|()| 0))
 }
 
 /// # Safety
@@ -221,7 +374,52 @@ unsafe extern "C" fn open_callback<T: DeviceOps>(vdev: *mut sys::vfio_device) ->
 /// Called by the VFIO core on a registered device.
 unsafe extern "C" fn close_callback<T: DeviceOps>(vdev: *mut sys::vfio_device) {
     // SAFETY: Registered devices have initialised data.
-    unsafe { data::<T>(vdev) }.close();
+    let (data, dev) = unsafe { parts::<T>(vdev) };
+    data.close(dev);
+    // SAFETY: The work item was initialised before registration. Once this
+    // returns it is neither queued nor running, so it never runs on a
+    // closed device.
+    unsafe { kernel::bindings::cancel_work_sync(dev_work(vdev)) };
+}
+
+/// The work item of a registered device.
+///
+/// # Safety
+///
+/// `vdev` must start a `Wrapper`.
+unsafe fn dev_work(vdev: *mut sys::vfio_device) -> *mut kernel::bindings::work_struct {
+    // SAFETY: By the function's safety requirements, `vdev` starts a
+    // `Header`.
+    unsafe { Opaque::raw_get(addr_of_mut!((*vdev.cast::<Header>()).work)) }
+}
+
+/// # Safety
+///
+/// Called by the VFIO core on an open device.
+unsafe extern "C" fn dma_unmap_callback<T: DeviceOps>(
+    vdev: *mut sys::vfio_device,
+    iova: u64,
+    length: u64,
+) {
+    // SAFETY: Registered devices have initialised data.
+    let (data, dev) = unsafe { parts::<T>(vdev) };
+    data.dma_unmap(dev, iova, length);
+}
+
+/// # Safety
+///
+/// Called by the workqueue with the work item of a `Wrapper<T>` (the only
+/// work items initialised with this function), whose device is open:
+/// `close_callback` cancels the work before the device is closed.
+unsafe extern "C" fn work_callback<T: DeviceOps>(work: *mut kernel::bindings::work_struct) {
+    let vdev = work
+        .cast::<u8>()
+        .wrapping_sub(offset_of!(Header, work))
+        .cast::<sys::vfio_device>();
+    // SAFETY: By the function's safety requirements `vdev` is the device
+    // of a live `Wrapper<T>` with initialised data.
+    let (data, dev) = unsafe { parts::<T>(vdev) };
+    data.work(dev);
 }
 
 /// Reads the file position VFIO passes as `*ppos`.
@@ -249,7 +447,8 @@ unsafe extern "C" fn read_callback<T: DeviceOps>(
         let pos = unsafe { position(ppos) }?;
         let user = UserSlice::new(buf as usize, count).writer();
         // SAFETY: Registered devices have initialised data.
-        let done = unsafe { data::<T>(vdev) }.read(user, pos)?;
+        let (data, dev) = unsafe { parts::<T>(vdev) };
+        let done = data.read(dev, user, pos)?;
         // SAFETY: `ppos` is valid for the duration of the call.
         unsafe { advance(ppos, pos, done) }
     })
@@ -270,7 +469,8 @@ unsafe extern "C" fn write_callback<T: DeviceOps>(
         let pos = unsafe { position(ppos) }?;
         let user = UserSlice::new(buf as usize, count).reader();
         // SAFETY: Registered devices have initialised data.
-        let done = unsafe { data::<T>(vdev) }.write(user, pos)?;
+        let (data, dev) = unsafe { parts::<T>(vdev) };
+        let done = data.write(dev, user, pos)?;
         // SAFETY: `ppos` is valid for the duration of the call.
         unsafe { advance(ppos, pos, done) }
     })
@@ -301,7 +501,8 @@ unsafe extern "C" fn ioctl_callback<T: DeviceOps>(
 ) -> c_long {
     from_result(|| {
         // SAFETY: Registered devices have initialised data.
-        let ret = unsafe { data::<T>(vdev) }.ioctl(cmd, arg)?;
+        let (data, dev) = unsafe { parts::<T>(vdev) };
+        let ret = data.ioctl(dev, cmd, arg)?;
         Ok(ret as c_long)
     })
 }

@@ -7,8 +7,10 @@
 //! and applies what that logic decides to the device, under the device lock.
 //! Documented for VMM authors in `Documentation/migration-abi.rst`.
 
-use super::{zeroed_bytes, State};
+use super::{dma::PinLock, zeroed_bytes, State};
 use crate::logic::bitmap::{words_for, Bitmap};
+use crate::logic::dirty_log::{BitmapArea, Chunk, ChunkStore, DirtyLog, OutOfMemory};
+use crate::logic::dma::RING_PINNED;
 use crate::logic::migration_region::{self as layout, Field, Target};
 use crate::logic::snapshot::{self, BLOB_LEN};
 use crate::logic::state::{plan_raw, Action, DeviceState};
@@ -16,6 +18,7 @@ use crate::logic::stream::{
     Decoder, Encoder, RestoreSink, SaveSource, StreamError, StreamParams, PAGE_SIZE,
 };
 use crate::logic::{config_space::CONFIG_SIZE, regs::Registers};
+use crate::vfio;
 use core::ops::Range;
 use kernel::prelude::*;
 use kernel::uaccess::{UserSliceReader, UserSliceWriter};
@@ -32,12 +35,49 @@ pub(super) struct Migration {
     params: StreamParams,
     /// Device-memory pages written since the stream last carried them.
     mem_dirty: Bitmap<KVec<u64>>,
+    /// Guest pages the device wrote since a dirty query last reported them.
+    guest_dirty: DirtyLog<ChunkVec>,
     /// The data area: chunks staged in either direction.
     data: KVVec<u8>,
     /// The dirty-bitmap area.
     bitmap: KVVec<u8>,
+    /// The words of `bitmap` the last query set (`[..touched_len]`), one
+    /// slot per word of the area.
+    touched: KVVec<u32>,
+    touched_len: usize,
+    /// Userspace wrote into the bitmap area: the next query clears it all.
+    bitmap_scribbled: bool,
     save: Option<Encoder>,
     resume: Option<Resume>,
+}
+
+/// The dirty log's chunks, in a kernel vector.
+struct ChunkVec(KVec<Chunk>);
+
+impl ChunkStore for ChunkVec {
+    fn chunks(&self) -> &[Chunk] {
+        &self.0
+    }
+
+    fn chunks_mut(&mut self) -> &mut [Chunk] {
+        &mut self.0
+    }
+
+    fn insert(&mut self, at: usize, chunk: Chunk) -> Result<(), OutOfMemory> {
+        self.0.push(chunk, GFP_KERNEL).map_err(|_| OutOfMemory)?;
+        if let Some(tail) = self.0.get_mut(at..) {
+            tail.rotate_right(1);
+        }
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: usize) {
+        if len < self.0.len() {
+            // SAFETY: Shrinking keeps an initialised prefix, and `Chunk` is
+            // `Copy`, so the dropped tail needs no drop.
+            unsafe { self.0.set_len(len) };
+        }
+    }
 }
 
 /// A stream being received, and the state it builds.
@@ -123,8 +163,12 @@ impl Migration {
             dirty_copied: 0,
             params,
             mem_dirty: Bitmap::new(words, npages).map_err(|_| EINVAL)?,
+            guest_dirty: DirtyLog::new(ChunkVec(KVec::new())),
             data: zeroed_bytes(layout::DATA_LEN as usize)?,
             bitmap: zeroed_bytes(layout::BITMAP_LEN as usize)?,
+            touched: KVVec::from_elem(0u32, layout::BITMAP_LEN as usize / 8, GFP_KERNEL)?,
+            touched_len: 0,
+            bitmap_scribbled: false,
             save: None,
             resume: None,
         })
@@ -140,6 +184,7 @@ impl Migration {
         self.dirty_total = 0;
         self.dirty_copied = 0;
         self.mem_dirty.clear_all();
+        self.guest_dirty.clear();
         self.save = None;
         self.resume = None;
     }
@@ -147,6 +192,13 @@ impl Migration {
     /// Whether the device may work (BAR writes, DMA).
     pub(super) fn running(&self) -> bool {
         self.state.is_running()
+    }
+
+    /// Notes a DMA write of `count` guest pages from frame `first`.
+    pub(super) fn guest_written(&mut self, first: u64, count: u64) {
+        if self.state.properties().logging {
+            self.guest_dirty.mark(first, count);
+        }
     }
 
     /// Notes a device-memory write of `range` for the dirty log.
@@ -172,12 +224,17 @@ fn allowed(state: DeviceState, action: Action) -> Result {
 
 impl State {
     /// A read of the migration region at `offset`.
-    pub(super) fn migration_read(&mut self, offset: u64, buf: &mut UserSliceWriter) -> Result {
+    pub(super) fn migration_read(
+        &mut self,
+        pins: &PinLock,
+        offset: u64,
+        buf: &mut UserSliceWriter,
+    ) -> Result {
         let len = buf.len();
         match layout::decode(offset, len, false).map_err(|_| EINVAL)? {
             Target::Field(Field::DeviceState) => buf.write(&self.mig.state.raw()),
             Target::Field(field) => {
-                let value = self.read_field(field)?;
+                let value = self.read_field(pins, field)?;
                 buf.write(&value)
             }
             Target::Data(at) => buf.write_slice(span(&self.mig.data, at, len)?),
@@ -186,26 +243,35 @@ impl State {
     }
 
     /// A write of the migration region at `offset`.
-    pub(super) fn migration_write(&mut self, offset: u64, buf: &mut UserSliceReader) -> Result {
+    pub(super) fn migration_write(
+        &mut self,
+        dev: &vfio::Device,
+        pins: &PinLock,
+        offset: u64,
+        buf: &mut UserSliceReader,
+    ) -> Result {
         let len = buf.len();
         match layout::decode(offset, len, true).map_err(|_| EINVAL)? {
             Target::Field(Field::DeviceState) => {
                 let raw = buf.read::<u32>()?;
-                self.set_state(raw)
+                self.set_state(dev, pins, raw)
             }
             Target::Field(field) => {
                 let value = buf.read::<u64>()?;
                 self.write_field(field, value)
             }
             Target::Data(at) => buf.read_slice(span_mut(&mut self.mig.data, at, len)?),
-            Target::Bitmap(at) => buf.read_slice(span_mut(&mut self.mig.bitmap, at, len)?),
+            Target::Bitmap(at) => {
+                self.mig.bitmap_scribbled = true;
+                buf.read_slice(span_mut(&mut self.mig.bitmap, at, len)?)
+            }
         }
     }
 
-    fn read_field(&mut self, field: Field) -> Result<u64> {
+    fn read_field(&mut self, pins: &PinLock, field: Field) -> Result<u64> {
         match field {
             Field::DataSize => return self.get_buffer(),
-            Field::DirtyCopied => return self.dirty_query(),
+            Field::DirtyCopied => return self.dirty_query(pins),
             _ => {}
         }
         let mig = &self.mig;
@@ -279,15 +345,32 @@ impl State {
         Ok(())
     }
 
-    /// Dirty-bitmap query: this device version has no DMA engine, so no
-    /// guest page is ever dirty; the answer is an all-zero bitmap.
-    fn dirty_query(&mut self) -> Result<u64> {
+    /// Dirty-bitmap query: reports the guest pages of
+    /// `[start_addr, start_addr + copied * 4096)` the device wrote since
+    /// their last report (and clears them), plus a ring pinned for writing,
+    /// into the bitmap area. Costs what the dirty pages cost: the log is
+    /// sparse, and the area is cleared word by word where the last query
+    /// set bits.
+    fn dirty_query(&mut self, pins: &PinLock) -> Result<u64> {
         allowed(self.mig.state, Action::DirtyQuery)?;
+        let ring = pins.writable_ring();
         let mig = &mut self.mig;
         let pages =
             layout::dirty_query_pages(mig.dirty_start, mig.dirty_total).map_err(|_| EINVAL)?;
-        let bytes = (pages as usize).div_ceil(64) * 8;
-        mig.bitmap.get_mut(..bytes).ok_or(EINVAL)?.fill(0);
+        let start = mig.dirty_start / PAGE_SIZE as u64;
+        let mut area = BitmapArea::new(&mut mig.bitmap, &mut mig.touched, &mut mig.touched_len);
+        if core::mem::take(&mut mig.bitmap_scribbled) {
+            area.clear_all();
+        } else {
+            area.clear();
+        }
+        mig.guest_dirty.report(start, pages, |k| area.set(k));
+        if let Some((first, count)) = ring {
+            // `dirty_query_pages` checked that `start + pages` fits.
+            let from = first.max(start);
+            let to = first.saturating_add(count).min(start + pages);
+            (from..to).for_each(|p| area.set(p - start));
+        }
         mig.data_offset = layout::BITMAP_OFF;
         mig.dirty_copied = pages;
         Ok(pages)
@@ -296,7 +379,7 @@ impl State {
     /// A write of `device_state`: plans the change with the pure state
     /// table and applies its effects. Anything that can fail happens before
     /// anything changes.
-    fn set_state(&mut self, raw: u32) -> Result {
+    fn set_state(&mut self, dev: &vfio::Device, pins: &PinLock, raw: u32) -> Result {
         let (to, effects) = plan_raw(self.mig.state, raw).map_err(|_| EINVAL)?;
         if effects.commit_resume {
             let resume = self.mig.resume.as_ref().ok_or(EINVAL)?;
@@ -318,23 +401,34 @@ impl State {
             None
         };
 
-        // Quiescing has nothing to wait for: no DMA engine in this version.
+        // Quiescing has nothing to wait for: DMA runs under the device
+        // lock, which this holds, so no transfer is in flight, and the
+        // engine checks `running` before starting the next one.
         if effects.stop_logging {
             self.mig.mem_dirty.clear_all();
+            self.mig.guest_dirty.clear();
         }
         if effects.end_save {
             self.mig.save = None;
         }
         if effects.discard_resume_and_reset {
             self.mig.resume = None;
-            self.power_on_device();
+            self.power_on_device(pins);
         }
         if effects.commit_resume {
             if let Some(Resume { shadow, .. }) = self.mig.resume.take() {
                 if let Some((regs, config)) = shadow.parsed {
+                    self.engine.stop();
                     self.mem = shadow.mem;
                     self.regs = regs;
                     self.config.restore(&config);
+                    // The ring is device state: pin it in this guest's
+                    // memory, which the VMM has mapped by now.
+                    if self.regs.dma.ring_ctrl & RING_PINNED != 0 {
+                        self.ring_pin(dev, pins);
+                    } else {
+                        pins.release();
+                    }
                 }
             }
         }
@@ -346,6 +440,7 @@ impl State {
         }
         if effects.start_logging {
             self.mig.mem_dirty.set_all();
+            self.mig.guest_dirty.clear();
         }
         self.mig.state = to;
         Ok(())

@@ -8,6 +8,8 @@
 
 pub(crate) mod bitmap;
 pub(crate) mod config_space;
+pub(crate) mod dirty_log;
+pub(crate) mod dma;
 pub(crate) mod migration_region;
 pub(crate) mod regions;
 pub(crate) mod regs;

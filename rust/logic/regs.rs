@@ -3,7 +3,10 @@
 //! BAR0 register file of the sample function.
 //!
 //! Pure state and decoding: the kernel side only routes the interrupt this
-//! file asks for.
+//! file asks for, and runs the DMA engine (whose registers are in
+//! [`super::dma`]).
+
+use super::dma::{DmaRegs, DmaWrite};
 
 /// Size of BAR0 in bytes.
 pub(crate) const BAR0_SIZE: u64 = 4096;
@@ -35,12 +38,19 @@ pub(crate) mod offset {
     pub(crate) const IRQ_COUNT: u32 = 0x20;
 }
 
+/// The DMA engine's registers.
+const DMA_BLOCK: core::ops::Range<u32> = 0x40..0xb0;
+
 /// `STATUS` bit: the device is stopped for migration.
 pub(crate) const STATUS_QUIESCED: u32 = 1 << 0;
 /// Interrupt cause: the doorbell was rung.
 pub(crate) const IRQ_DOORBELL: u32 = 1 << 0;
+/// Interrupt cause: a DMA command finished successfully.
+pub(crate) const IRQ_DMA_DONE: u32 = 1 << 1;
+/// Interrupt cause: a DMA command, the ring or the writer failed.
+pub(crate) const IRQ_DMA_ERROR: u32 = 1 << 2;
 /// Every interrupt cause this version knows.
-pub(crate) const IRQ_ALL: u32 = IRQ_DOORBELL;
+pub(crate) const IRQ_ALL: u32 = IRQ_DOORBELL | IRQ_DMA_DONE | IRQ_DMA_ERROR;
 
 /// What a register write asks of the device.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,6 +59,18 @@ pub(crate) enum WriteEffect {
     None,
     /// An enabled interrupt cause fired: deliver an interrupt.
     Interrupt,
+    /// The DMA engine has to act ([`DmaWrite`]).
+    Dma(DmaWrite),
+}
+
+/// What a register read reports that is not register state.
+pub(crate) struct Live {
+    /// Device memory size in bytes.
+    pub(crate) mem_size: u64,
+    /// `STATUS`.
+    pub(crate) status: u32,
+    /// Guest pages the device holds pinned.
+    pub(crate) pinned: u32,
 }
 
 /// The volatile register state (what a reset clears and migration carries).
@@ -64,23 +86,24 @@ pub(crate) struct Registers {
     pub(crate) doorbells: u32,
     /// `IRQ_COUNT`.
     pub(crate) irq_count: u32,
+    /// The DMA engine.
+    pub(crate) dma: DmaRegs,
 }
 
 impl Registers {
-    /// Reads the dword register at `off`; `mem_size` and `status` are the
-    /// device's, since they are not register state.
-    pub(crate) fn read(&self, off: u32, mem_size: u64, status: u32) -> u32 {
+    /// Reads the dword register at `off`.
+    pub(crate) fn read(&self, off: u32, live: &Live) -> u32 {
         match off {
             offset::ID => ID_VALUE,
             offset::VERSION => VERSION_VALUE,
             offset::SCRATCH => self.scratch,
-            offset::STATUS => status,
+            offset::STATUS => live.status,
             offset::IRQ_STATUS => self.irq_status,
             offset::IRQ_ENABLE => self.irq_enable,
             offset::DOORBELL => self.doorbells,
-            offset::MEM_SIZE => mem_size as u32,
+            offset::MEM_SIZE => live.mem_size as u32,
             offset::IRQ_COUNT => self.irq_count,
-            _ => 0,
+            _ => self.dma.read(off, live.pinned),
         }
     }
 
@@ -94,6 +117,7 @@ impl Registers {
                 self.doorbells = self.doorbells.wrapping_add(1);
                 return self.raise(IRQ_DOORBELL);
             }
+            off if DMA_BLOCK.contains(&off) => return WriteEffect::Dma(self.dma.write(off, val)),
             _ => {}
         }
         WriteEffect::None
@@ -150,29 +174,40 @@ mod tests {
     #[test]
     fn read_only_and_unimplemented() {
         let mut r = Registers::default();
+        let live = Live {
+            mem_size: 4096,
+            status: STATUS_QUIESCED,
+            pinned: 3,
+        };
         assert_eq!(r.write(offset::ID, 5), WriteEffect::None);
-        assert_eq!(r.read(offset::ID, 4096, 0), ID_VALUE);
-        assert_eq!(r.read(offset::VERSION, 4096, 0), VERSION_VALUE);
-        assert_eq!(r.read(offset::MEM_SIZE, 4096, 0), 4096);
-        assert_eq!(r.read(offset::STATUS, 4096, STATUS_QUIESCED), 1);
-        r.write(0x800, 7);
-        assert_eq!(r.read(0x800, 4096, 0), 0);
+        assert_eq!(r.read(offset::ID, &live), ID_VALUE);
+        assert_eq!(r.read(offset::VERSION, &live), VERSION_VALUE);
+        assert_eq!(r.read(offset::MEM_SIZE, &live), 4096);
+        assert_eq!(r.read(offset::STATUS, &live), 1);
+        assert_eq!(r.read(0x84, &live), 3);
+        assert_eq!(r.write(0x800, 7), WriteEffect::None);
+        assert_eq!(r.read(0x800, &live), 0);
         assert_eq!(r, Registers::default());
     }
 
     #[test]
     fn doorbell_and_irq_status() {
         let mut r = Registers::default();
+        let live = Live {
+            mem_size: 0,
+            status: 0,
+            pinned: 0,
+        };
         assert_eq!(r.write(offset::DOORBELL, 0), WriteEffect::None);
-        assert_eq!(r.read(offset::IRQ_STATUS, 0, 0), IRQ_DOORBELL);
+        assert_eq!(r.read(offset::IRQ_STATUS, &live), IRQ_DOORBELL);
         r.write(offset::IRQ_ENABLE, !0);
         assert_eq!(r.irq_enable, IRQ_ALL);
         assert_eq!(r.write(offset::DOORBELL, 0), WriteEffect::Interrupt);
-        assert_eq!(r.read(offset::DOORBELL, 0, 0), 2);
+        assert_eq!(r.read(offset::DOORBELL, &live), 2);
         r.write(offset::IRQ_STATUS, IRQ_DOORBELL);
         assert_eq!(r.irq_status, 0);
         r.note_delivered();
-        assert_eq!(r.read(offset::IRQ_COUNT, 0, 0), 1);
+        assert_eq!(r.read(offset::IRQ_COUNT, &live), 1);
     }
 
     #[test]

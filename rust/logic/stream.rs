@@ -25,7 +25,7 @@ pub(crate) const PAGE_SIZE: usize = 4096;
 /// The first eight bytes of every stream.
 pub(crate) const MAGIC: [u8; 8] = *b"VMSSTATE";
 /// The stream format version this code writes and reads.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// Size of the stream header.
 pub(crate) const HEADER_LEN: usize = 32;
 /// Size of the head (tag and body length) of every record.

@@ -20,6 +20,10 @@
 pub mod bitmap;
 #[path = "../../../rust/logic/config_space.rs"]
 pub mod config_space;
+#[path = "../../../rust/logic/dirty_log.rs"]
+pub mod dirty_log;
+#[path = "../../../rust/logic/dma.rs"]
+pub mod dma;
 #[path = "../../../rust/logic/migration_region.rs"]
 pub mod migration_region;
 #[path = "../../../rust/logic/regions.rs"]

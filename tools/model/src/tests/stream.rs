@@ -221,7 +221,7 @@ fn seal(parts: &[Vec<u8>]) -> Vec<u8> {
 fn expected_stream(p: &StreamParams, dev: &Dev) -> Vec<u8> {
     let mut parts = vec![header_bytes(
         b"VMSSTATE",
-        1,
+        VERSION,
         p.type_id(),
         p.memory_size(),
         4096,
@@ -242,7 +242,7 @@ fn expected_stream(p: &StreamParams, dev: &Dev) -> Vec<u8> {
 #[test]
 fn constants() {
     assert_eq!(MAGIC, *b"VMSSTATE");
-    assert_eq!(VERSION, 1);
+    assert_eq!(VERSION, 2);
     assert_eq!(HEADER_LEN, 32);
     assert_eq!(RECORD_HEAD_LEN, 8);
     assert_eq!(PAGE_RECORD_LEN, 4112);
@@ -711,7 +711,7 @@ fn custom(p: &StreamParams, header: Vec<u8>, pages: &[(u64, u8)], regs: Option<u
 fn good_header(p: &StreamParams) -> Vec<u8> {
     header_bytes(
         b"VMSSTATE",
-        1,
+        VERSION,
         p.type_id(),
         p.memory_size(),
         4096,
@@ -732,31 +732,31 @@ fn specific_header_errors() {
             StreamError::BadMagic,
         ),
         (
-            header_bytes(b"VMSSTATE", 0, 7, 8192, 4096, 6),
+            header_bytes(b"VMSSTATE", VERSION - 1, 7, 8192, 4096, 6),
             StreamError::BadVersion,
         ),
         (
-            header_bytes(b"VMSSTATE", 2, 7, 8192, 4096, 6),
+            header_bytes(b"VMSSTATE", VERSION + 1, 7, 8192, 4096, 6),
             StreamError::BadVersion,
         ),
         (
-            header_bytes(b"VMSSTATE", 1, 8, 8192, 4096, 6),
+            header_bytes(b"VMSSTATE", VERSION, 8, 8192, 4096, 6),
             StreamError::WrongType,
         ),
         (
-            header_bytes(b"VMSSTATE", 1, 7, 4096, 4096, 6),
+            header_bytes(b"VMSSTATE", VERSION, 7, 4096, 4096, 6),
             StreamError::WrongSize,
         ),
         (
-            header_bytes(b"VMSSTATE", 1, 7, 12288, 4096, 6),
+            header_bytes(b"VMSSTATE", VERSION, 7, 12288, 4096, 6),
             StreamError::WrongSize,
         ),
         (
-            header_bytes(b"VMSSTATE", 1, 7, 8192, 8192, 6),
+            header_bytes(b"VMSSTATE", VERSION, 7, 8192, 8192, 6),
             StreamError::BadPageSize,
         ),
         (
-            header_bytes(b"VMSSTATE", 1, 7, 8192, 4096, 7),
+            header_bytes(b"VMSSTATE", VERSION, 7, 8192, 4096, 7),
             StreamError::BadRegisterLength,
         ),
     ];

@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The DMA engine of the sample device.
+//!
+//! [`crate::logic::dma`] decides (registers, command checks, the writer's
+//! schedule); this file moves the bytes through the VFIO device's DMA calls
+//! and holds the pins. Transfers run under the device lock, so a transfer
+//! is never half done when a register or migration-region access looks at
+//! the device. Documented in `Documentation/device.rst`.
+//!
+//! Lock order. The VFIO core calls `dma_unmap` with its own locks held
+//! (type1: `device_list_lock`, which it takes under `iommu->lock`), and the
+//! driver's DMA calls take `iommu->lock`. So `dma_unmap` must not take a lock
+//! that is held across a DMA call: it takes only the [`PinLock`], which is
+//! never held across one, and leaves the register side of an unmap to the
+//! next holder of the device lock ([`State::apply_unmaps`]).
+
+use super::State;
+use crate::logic::dma::{self, errno, Transfer, PAGE_SIZE};
+use crate::logic::regs::{WriteEffect, IRQ_DMA_DONE, IRQ_DMA_ERROR};
+use crate::pinned::PinnedPages;
+use crate::vfio::Device;
+use kernel::prelude::*;
+use kernel::sync::{CondVar, Mutex};
+use kernel::time::Ktime;
+use kernel::{new_condvar, new_mutex};
+
+/// Most pages the writer stamps in one round, so that it holds the device
+/// lock only briefly.
+const WRITER_BATCH: u64 = 64;
+/// Longest sleep between writer rounds, in milliseconds.
+const WRITER_MAX_SLEEP_MS: u64 = 100;
+
+/// Unmapped ranges remembered for the registers; more are merged.
+const UNMAP_SLOTS: usize = 8;
+
+/// The pages the device holds pinned, under their own lock (see the lock
+/// order above).
+#[pin_data]
+pub(super) struct PinLock {
+    #[pin]
+    pins: Mutex<Pins>,
+    /// Signalled when a pin in progress is installed or abandoned.
+    #[pin]
+    pin_done: CondVar,
+}
+
+struct Pins {
+    /// The pinned ring, and whether it is pinned for writing.
+    ring: Option<(PinnedPages, bool)>,
+    /// A ring pin is in progress (outside this lock).
+    pinning: bool,
+    /// Ranges unmapped since the registers last saw them.
+    unmapped: [(u64, u64); UNMAP_SLOTS],
+    unmapped_len: usize,
+}
+
+impl PinLock {
+    pub(super) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            pins <- new_mutex!(Pins {
+                ring: None,
+                pinning: false,
+                unmapped: [(0, 0); UNMAP_SLOTS],
+                unmapped_len: 0,
+            }, "vfio_mig_sample:pins"),
+            pin_done <- new_condvar!("vfio_mig_sample:pin_done"),
+        })
+    }
+
+    /// Guest pages the device holds pinned.
+    pub(super) fn pinned_pages(&self) -> u32 {
+        self.pins
+            .lock()
+            .ring
+            .as_ref()
+            .map_or(0, |(r, _)| r.npages())
+    }
+
+    /// The ring's first page frame and size, when pinned for writing: such
+    /// pages count as dirty on every query.
+    pub(super) fn writable_ring(&self) -> Option<(u64, u64)> {
+        match &self.pins.lock().ring {
+            Some((r, true)) => Some((r.iova() / PAGE_SIZE, u64::from(r.npages()))),
+            _ => None,
+        }
+    }
+
+    /// Unpins the ring, if pinned.
+    pub(super) fn release(&self) {
+        let ring = self.pins.lock().ring.take();
+        // Unpinned here, with the pins lock released.
+        drop(ring);
+    }
+
+    /// The `dma_unmap` callback: waits for a pin in progress, unpins the
+    /// ring if it is in the range and remembers the range for the
+    /// registers.
+    pub(super) fn unmap(&self, iova: u64, len: u64) {
+        let mut pins = self.pins.lock();
+        while pins.pinning {
+            self.pin_done.wait(&mut pins);
+        }
+        let hit = pins.ring.as_ref().is_some_and(|(r, _)| {
+            dma::overlaps(r.iova(), u64::from(r.npages()) * PAGE_SIZE, iova, len)
+        });
+        let ring = if hit { pins.ring.take() } else { None };
+        let end = iova.saturating_add(len);
+        let n = pins.unmapped_len;
+        if let Some(slot) = pins.unmapped.get_mut(n) {
+            *slot = (iova, end);
+            pins.unmapped_len += 1;
+        } else if let Some(last) = pins.unmapped.last_mut() {
+            // Out of slots: merge into the last one (cancels more, never
+            // less).
+            *last = (last.0.min(iova), last.1.max(end));
+        }
+        drop(pins);
+        drop(ring);
+    }
+
+    /// Takes the ranges unmapped since the last call.
+    fn take_unmapped(&self) -> ([(u64, u64); UNMAP_SLOTS], usize) {
+        let mut pins = self.pins.lock();
+        let taken = (pins.unmapped, pins.unmapped_len);
+        pins.unmapped_len = 0;
+        taken
+    }
+}
+
+/// The engine's state that is not register state.
+pub(super) struct Engine {
+    /// When the writer last (re)started, in ns, and its writes since.
+    writer_clock: Option<(i64, u64)>,
+    /// One page of fill pattern.
+    scratch: KVec<u8>,
+}
+
+/// The positive errno of `e`, as the engine's registers report it.
+fn errno_of(e: Error) -> u32 {
+    e.to_errno().unsigned_abs()
+}
+
+impl Engine {
+    pub(super) fn new() -> Result<Self> {
+        Ok(Engine {
+            writer_clock: None,
+            scratch: KVec::from_elem(0u8, PAGE_SIZE as usize, GFP_KERNEL)?,
+        })
+    }
+
+    /// Stops the writer's clock (reset, close).
+    pub(super) fn stop(&mut self) {
+        self.writer_clock = None;
+    }
+}
+
+impl State {
+    /// Latches an interrupt cause and delivers the interrupt if enabled.
+    fn raise(&mut self, cause: u32) {
+        if self.regs.raise(cause) == WriteEffect::Interrupt {
+            self.interrupt();
+        }
+    }
+
+    /// Whether the engine has work now (a command to run, the writer on).
+    pub(super) fn engine_has_work(&self) -> bool {
+        self.mig.running() && (self.regs.dma.command_ready() || self.regs.dma.writer_on())
+    }
+
+    /// One round of the engine: runs a ready command, then the writer's
+    /// due pages. Returns how long to sleep before the next round, or
+    /// `None` when there is nothing left to do.
+    pub(super) fn engine_round(&mut self, dev: &Device) -> Option<u64> {
+        if !self.mig.running() {
+            self.engine.writer_clock = None;
+            return None;
+        }
+        if self.regs.dma.command_ready() {
+            self.run_command(dev);
+        }
+        if !self.regs.dma.writer_on() {
+            self.engine.writer_clock = None;
+            return None;
+        }
+        self.writer_round(dev)
+    }
+
+    fn run_command(&mut self, dev: &Device) {
+        let result = self
+            .regs
+            .dma
+            .plan(self.mem.len())
+            .and_then(|t| self.transfer(dev, &t));
+        let cause = if result.is_ok() {
+            IRQ_DMA_DONE
+        } else {
+            IRQ_DMA_ERROR
+        };
+        self.regs.dma.finish(result);
+        self.raise(cause);
+    }
+
+    /// Runs `t` a page of guest memory at a time, so that every page it
+    /// wrote is in the dirty log even if a later one fails.
+    fn transfer(&mut self, dev: &Device, t: &Transfer) -> Result<(), u32> {
+        let (iova, len) = t.guest_range();
+        let len = len as usize;
+        let mut done = 0usize;
+        while done < len {
+            // `plan` checked that `iova + len` does not wrap.
+            let at = iova + done as u64;
+            let in_page = (PAGE_SIZE - (at & (PAGE_SIZE - 1))) as usize;
+            let n = in_page.min(len - done);
+            let writes_guest = match *t {
+                Transfer::ToGuest { dev_off, .. } => {
+                    let src = self.mem.get(dev_off + done..dev_off + done + n);
+                    dev.dma_write(at, src.ok_or(errno::EINVAL)?)
+                        .map_err(errno_of)?;
+                    true
+                }
+                Transfer::FromGuest { dev_off, .. } => {
+                    let range = dev_off + done..dev_off + done + n;
+                    let dst = self.mem.get_mut(range.clone()).ok_or(errno::EINVAL)?;
+                    dev.dma_read(at, dst).map_err(errno_of)?;
+                    self.mig.mem_written(&range);
+                    false
+                }
+                Transfer::Fill { pattern, .. } => {
+                    let buf = self.engine.scratch.get_mut(..n).ok_or(errno::EINVAL)?;
+                    dma::fill_chunk(pattern, done, buf);
+                    dev.dma_write(at, buf).map_err(errno_of)?;
+                    true
+                }
+            };
+            if writes_guest {
+                self.mig.guest_written(at / PAGE_SIZE, 1);
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Stamps the pages the writer owes by now; returns the sleep until
+    /// its next page, or `None` if it stopped on an error.
+    fn writer_round(&mut self, dev: &Device) -> Option<u64> {
+        let now = Ktime::ktime_get().to_ns();
+        let (start, mut done) = *self.engine.writer_clock.get_or_insert((now, 0));
+        let elapsed = u64::try_from(now - start).unwrap_or(0);
+        let rate = u64::from(self.regs.dma.bg_rate.max(1));
+        let due = dma::writer_due(self.regs.dma.bg_rate, elapsed, done).min(WRITER_BATCH);
+        for _ in 0..due {
+            let (iova, stamp) = self.regs.dma.writer_next();
+            if let Err(e) = dev.dma_write(iova, &stamp) {
+                self.regs.dma.stop_writer(errno_of(e));
+                self.engine.writer_clock = None;
+                self.raise(IRQ_DMA_ERROR);
+                return None;
+            }
+            self.regs.dma.writer_advance();
+            self.mig.guest_written(iova / PAGE_SIZE, 1);
+            done += 1;
+        }
+        self.engine.writer_clock = Some((start, done));
+        // When the next page is due (at least a millisecond away, so a
+        // writer that fell behind still lets others take the lock).
+        let next_ns = (done + 1)
+            .saturating_mul(1_000_000_000)
+            .checked_div(rate)
+            .unwrap_or(0);
+        let wait_ms = next_ns.saturating_sub(elapsed).div_ceil(1_000_000);
+        Some(wait_ms.clamp(1, WRITER_MAX_SLEEP_MS))
+    }
+
+    /// `RING_CTRL` was written: releases the ring, then pins it again if
+    /// asked to.
+    pub(super) fn ring_update(&mut self, dev: &Device, pins: &PinLock) {
+        pins.release();
+        if self.regs.dma.ring_ctrl & dma::RING_PINNED != 0 {
+            self.ring_pin(dev, pins);
+        }
+    }
+
+    /// Pins the ring as the registers describe it; a failure clears
+    /// `RING_CTRL` and reports in `RING_ERROR`.
+    pub(super) fn ring_pin(&mut self, dev: &Device, pins: &PinLock) {
+        pins.release();
+        pins.pins.lock().pinning = true;
+        // No lock but the device lock is held across the pin.
+        let pinned = self
+            .regs
+            .dma
+            .ring_plan()
+            .and_then(|(iova, pages, writable)| {
+                dev.pin_pages(iova, pages, writable)
+                    .map(|p| (p, writable))
+                    .map_err(errno_of)
+            });
+        let result = pinned.as_ref().map(|_| ()).map_err(|&e| e);
+        {
+            let mut guard = pins.pins.lock();
+            guard.pinning = false;
+            guard.ring = pinned.ok();
+        }
+        pins.pin_done.notify_all();
+        match result {
+            Ok(()) => self.regs.dma.ring_error = 0,
+            Err(e) => {
+                self.regs.dma.ring_ctrl = 0;
+                self.regs.dma.ring_error = e;
+                self.raise(IRQ_DMA_ERROR);
+            }
+        }
+    }
+
+    /// Applies the unmaps the `dma_unmap` callback recorded to the
+    /// registers: a ring it took, a queued command or the writer in an
+    /// unmapped range end with `ECANCELED`. Called by every holder of the
+    /// device lock before it looks at the device.
+    pub(super) fn apply_unmaps(&mut self, pins: &PinLock) {
+        let (ranges, n) = pins.take_unmapped();
+        for &(start, end) in ranges.iter().take(n) {
+            let len = end - start;
+            let d = &self.regs.dma;
+            let ring_len = u64::from(d.ring_pages).saturating_mul(PAGE_SIZE);
+            let ring_taken = d.ring_ctrl & dma::RING_PINNED != 0
+                && dma::overlaps(d.ring_iova, ring_len, start, len)
+                && pins.pinned_pages() == 0;
+            if ring_taken {
+                self.regs.dma.ring_ctrl = 0;
+                self.regs.dma.ring_error = errno::ECANCELED;
+                self.raise(IRQ_DMA_ERROR);
+            }
+            if self.regs.dma.command_touches(start, len) {
+                self.regs.dma.finish(Err(errno::ECANCELED));
+                self.raise(IRQ_DMA_ERROR);
+            }
+            if self.regs.dma.writer_touches(start, len) {
+                self.regs.dma.stop_writer(errno::ECANCELED);
+                self.raise(IRQ_DMA_ERROR);
+            }
+        }
+    }
+}

@@ -1,0 +1,418 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The guest dirty log: which IOVA pages the device wrote by DMA since they
+//! were last reported, and how a dirty-bitmap query turns it into the
+//! bitmap area.
+//!
+//! The log is sparse so that it fits guests of any size: a sorted array of
+//! chunks, each the bits of 512 consecutive pages (2 MiB of IOVA). A query
+//! binary-searches its first chunk and walks only the chunks that hold dirty
+//! pages, so its cost grows with the number of dirty pages, not with the
+//! size of the range. The bitmap area is cleared the same way: the query
+//! remembers which of its words it set, and the next query zeroes only
+//! those.
+//!
+//! The storage is the caller's ([`ChunkStore`]): a kernel vector in the
+//! module, a `Vec` in the host tests.
+
+/// Pages per chunk.
+pub(crate) const CHUNK_PAGES: u64 = 512;
+const CHUNK_WORDS: usize = (CHUNK_PAGES / 64) as usize;
+
+/// The dirty bits of pages `index * 512 .. index * 512 + 512`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    index: u64,
+    bits: [u64; CHUNK_WORDS],
+}
+
+impl Chunk {
+    fn is_empty(&self) -> bool {
+        self.bits.iter().all(|&w| w == 0)
+    }
+}
+
+/// The store could not grow.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct OutOfMemory;
+
+/// Growable storage of chunks, kept sorted by index by [`DirtyLog`].
+pub(crate) trait ChunkStore {
+    /// The chunks.
+    fn chunks(&self) -> &[Chunk];
+    /// The chunks, mutable.
+    fn chunks_mut(&mut self) -> &mut [Chunk];
+    /// Inserts `chunk` at position `at` (at most the length).
+    fn insert(&mut self, at: usize, chunk: Chunk) -> Result<(), OutOfMemory>;
+    /// Keeps the first `len` chunks.
+    fn truncate(&mut self, len: usize);
+}
+
+/// The log of guest pages the device dirtied.
+///
+/// # Invariants
+///
+/// The chunks are sorted by strictly increasing index. When `overflowed`,
+/// a mark could not be stored, and every page counts as dirty until the
+/// log is cleared.
+pub(crate) struct DirtyLog<S> {
+    store: S,
+    overflowed: bool,
+}
+
+impl<S: ChunkStore> DirtyLog<S> {
+    /// An empty log in `store` (which must be empty).
+    pub(crate) fn new(store: S) -> Self {
+        DirtyLog {
+            store,
+            overflowed: false,
+        }
+    }
+
+    /// Forgets every mark.
+    pub(crate) fn clear(&mut self) {
+        self.store.truncate(0);
+        self.overflowed = false;
+    }
+
+    /// Whether a mark was lost for want of memory (then every page is
+    /// reported dirty until [`Self::clear`]).
+    #[cfg(test)]
+    pub(crate) fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Number of dirty pages in the log.
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
+        self.store
+            .chunks()
+            .iter()
+            .flat_map(|c| c.bits.iter())
+            .map(|w| u64::from(w.count_ones()))
+            .sum()
+    }
+
+    /// Marks `count` pages from page frame `first` dirty.
+    pub(crate) fn mark(&mut self, first: u64, count: u64) {
+        let Some(end) = first.checked_add(count) else {
+            self.overflowed = true;
+            return;
+        };
+        let mut page = first;
+        while page < end {
+            let index = page / CHUNK_PAGES;
+            let chunk_end = (index + 1).saturating_mul(CHUNK_PAGES).min(end);
+            let at = match self
+                .store
+                .chunks()
+                .binary_search_by_key(&index, |c| c.index)
+            {
+                Ok(at) => at,
+                Err(at) => {
+                    let fresh = Chunk {
+                        index,
+                        ..Chunk::default()
+                    };
+                    if self.store.insert(at, fresh).is_err() {
+                        self.overflowed = true;
+                        return;
+                    }
+                    at
+                }
+            };
+            if let Some(chunk) = self.store.chunks_mut().get_mut(at) {
+                for p in page..chunk_end {
+                    let bit = p % CHUNK_PAGES;
+                    if let Some(w) = chunk.bits.get_mut((bit / 64) as usize) {
+                        *w |= 1 << (bit % 64);
+                    }
+                }
+            }
+            page = chunk_end;
+        }
+    }
+
+    /// Reports and clears the dirty pages of `pages` pages from frame
+    /// `start`: `emit(k)` for each dirty page `start + k`, in increasing
+    /// order. After an overflow every page is reported and nothing is
+    /// cleared.
+    pub(crate) fn report(&mut self, start: u64, pages: u64, mut emit: impl FnMut(u64)) {
+        if pages == 0 {
+            return;
+        }
+        let end = start.saturating_add(pages);
+        if self.overflowed {
+            (0..end - start).for_each(emit);
+            return;
+        }
+        let first = start / CHUNK_PAGES;
+        let last = (end - 1) / CHUNK_PAGES;
+        let chunks = self.store.chunks_mut();
+        let from = chunks.partition_point(|c| c.index < first);
+        let mut to = from;
+        for chunk in chunks.iter_mut().skip(from) {
+            if chunk.index > last {
+                break;
+            }
+            to += 1;
+            let base = chunk.index * CHUNK_PAGES;
+            for (w, word) in chunk.bits.iter_mut().enumerate() {
+                let word_base = base + w as u64 * 64;
+                let hit = *word & word_mask(word_base, start, end);
+                *word &= !hit;
+                let mut rest = hit;
+                while rest != 0 {
+                    let bit = u64::from(rest.trailing_zeros());
+                    rest &= rest - 1;
+                    emit(word_base + bit - start);
+                }
+            }
+        }
+        // Drop the chunks the query emptied: only the visited window and
+        // the chunks after it move.
+        let len = chunks.len();
+        let Some(first_empty) = (from..to).find(|&i| chunks.get(i).is_some_and(Chunk::is_empty))
+        else {
+            return;
+        };
+        let mut kept = first_empty;
+        for i in first_empty..len {
+            let Some(chunk) = chunks.get(i).copied() else {
+                break;
+            };
+            if i < to && chunk.is_empty() {
+                continue;
+            }
+            if let Some(slot) = chunks.get_mut(kept) {
+                *slot = chunk;
+            }
+            kept += 1;
+        }
+        if kept < len {
+            self.store.truncate(kept);
+        }
+    }
+}
+
+/// The bits of the word of pages `word_base..word_base + 64` that fall in
+/// `start..end`.
+fn word_mask(word_base: u64, start: u64, end: u64) -> u64 {
+    let lo = start.saturating_sub(word_base).min(64);
+    let hi = end.saturating_sub(word_base).min(64);
+    if lo >= hi {
+        return 0;
+    }
+    let upto_hi = if hi == 64 { u64::MAX } else { (1 << hi) - 1 };
+    let below_lo = if lo == 64 { u64::MAX } else { (1 << lo) - 1 };
+    upto_hi & !below_lo
+}
+
+/// The bitmap area of the migration region as a query fills it: bit `k` of
+/// its little-endian u64 words, i.e. bit `k % 8` of byte `k / 8`.
+///
+/// `touched` lists the words set since the area was last cleared, so that
+/// clearing costs what setting did. It has room for every word of the
+/// area, and a word is listed only when it goes from zero to non-zero, so
+/// it never fills up.
+pub(crate) struct BitmapArea<'a> {
+    bytes: &'a mut [u8],
+    touched: &'a mut [u32],
+    len: &'a mut usize,
+}
+
+impl<'a> BitmapArea<'a> {
+    /// The area `bytes` (a whole number of words) and its record of set
+    /// words (`touched[..*len]`, at least one entry per word of room).
+    pub(crate) fn new(bytes: &'a mut [u8], touched: &'a mut [u32], len: &'a mut usize) -> Self {
+        BitmapArea {
+            bytes,
+            touched,
+            len,
+        }
+    }
+
+    /// Zeroes the words set since the last clear.
+    pub(crate) fn clear(&mut self) {
+        for &word in self.touched.iter().take(*self.len) {
+            let at = word as usize * 8;
+            if let Some(w) = self.bytes.get_mut(at..at + 8) {
+                w.fill(0);
+            }
+        }
+        *self.len = 0;
+    }
+
+    /// Zeroes the whole area (after userspace wrote into it).
+    pub(crate) fn clear_all(&mut self) {
+        self.bytes.fill(0);
+        *self.len = 0;
+    }
+
+    /// Sets bit `k`; bits beyond the area are ignored.
+    pub(crate) fn set(&mut self, k: u64) {
+        let Ok(byte) = usize::try_from(k / 8) else {
+            return;
+        };
+        let word = byte / 8;
+        let was_zero = match self.bytes.get(word * 8..word * 8 + 8) {
+            Some(w) => w.iter().all(|&b| b == 0),
+            None => return,
+        };
+        if was_zero {
+            match self.touched.get_mut(*self.len) {
+                Some(slot) => {
+                    *slot = word as u32;
+                    *self.len += 1;
+                }
+                // Cannot happen (one slot per word); stay correct anyway.
+                None => return,
+            }
+        }
+        if let Some(b) = self.bytes.get_mut(byte) {
+            *b |= 1 << (k % 8);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct VecStore(Vec<Chunk>, usize);
+
+    impl ChunkStore for VecStore {
+        fn chunks(&self) -> &[Chunk] {
+            &self.0
+        }
+        fn chunks_mut(&mut self) -> &mut [Chunk] {
+            &mut self.0
+        }
+        fn insert(&mut self, at: usize, chunk: Chunk) -> Result<(), OutOfMemory> {
+            if self.0.len() >= self.1 {
+                return Err(OutOfMemory);
+            }
+            self.0.insert(at, chunk);
+            Ok(())
+        }
+        fn truncate(&mut self, len: usize) {
+            self.0.truncate(len);
+        }
+    }
+
+    fn log(cap: usize) -> DirtyLog<VecStore> {
+        DirtyLog::new(VecStore(Vec::new(), cap))
+    }
+
+    fn report(l: &mut DirtyLog<VecStore>, start: u64, pages: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        l.report(start, pages, |k| out.push(k));
+        out
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(word_mask(0, 0, 64), u64::MAX);
+        assert_eq!(word_mask(64, 0, 64), 0);
+        assert_eq!(word_mask(0, 1, 3), 0b110);
+        assert_eq!(word_mask(128, 0, 1 << 40), u64::MAX);
+        assert_eq!(word_mask(128, 191, 1000), 1 << 63);
+        assert_eq!(word_mask(128, 130, 129), 0);
+    }
+
+    #[test]
+    fn report_clears_and_orders() {
+        let mut l = log(100);
+        l.mark(5000, 3);
+        l.mark(3, 1);
+        l.mark(511, 2);
+        assert_eq!(l.count(), 6);
+        assert_eq!(report(&mut l, 0, 10_000), [3, 511, 512, 5000, 5001, 5002]);
+        assert_eq!(l.count(), 0);
+        assert!(l.store.0.is_empty());
+        assert!(report(&mut l, 0, 10_000).is_empty());
+    }
+
+    #[test]
+    fn partial_ranges_keep_the_rest() {
+        let mut l = log(100);
+        l.mark(0, 2048);
+        assert_eq!(report(&mut l, 100, 1), [0]);
+        assert_eq!(report(&mut l, 63, 3), [0, 1, 2]);
+        let mid: Vec<u64> = report(&mut l, 1000, 100);
+        assert_eq!(mid, (0..100).collect::<Vec<_>>());
+        assert_eq!(l.count(), 2048 - 104);
+        // The window before and after the query stays as it was.
+        assert_eq!(report(&mut l, 2047, 5), [0]);
+        assert_eq!(report(&mut l, 0, 1), [0]);
+    }
+
+    #[test]
+    fn matches_a_dense_model() {
+        // A small LCG: the same pseudo-random walk on every run.
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut next = |m: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        const PAGES: u64 = 8192;
+        let mut model = vec![false; PAGES as usize];
+        let mut l = log(1000);
+        for _ in 0..3000 {
+            if next(3) == 0 {
+                let start = next(PAGES);
+                let n = next(PAGES - start) % 700;
+                let want: Vec<u64> = (start..start + n)
+                    .filter(|&p| std::mem::take(&mut model[p as usize]))
+                    .map(|p| p - start)
+                    .collect();
+                assert_eq!(report(&mut l, start, n), want, "query {start}+{n}");
+            } else {
+                let first = next(PAGES);
+                let n = next(PAGES - first).min(next(40) + 1);
+                (first..first + n).for_each(|p| model[p as usize] = true);
+                l.mark(first, n);
+            }
+            assert!(l.store.0.windows(2).all(|w| w[0].index < w[1].index));
+            assert!(l.store.0.iter().all(|c| !c.is_empty()));
+        }
+    }
+
+    #[test]
+    fn overflow_reports_everything_until_cleared() {
+        let mut l = log(1);
+        l.mark(0, 1);
+        l.mark(1 << 20, 1);
+        assert!(l.overflowed());
+        assert_eq!(report(&mut l, 10, 4), [0, 1, 2, 3]);
+        assert_eq!(report(&mut l, 10, 4), [0, 1, 2, 3]);
+        l.clear();
+        assert!(report(&mut l, 0, 1 << 21).is_empty());
+        l.mark(u64::MAX, 2);
+        assert!(l.overflowed());
+    }
+
+    #[test]
+    fn bitmap_area_clears_what_it_set() {
+        let mut bytes = vec![0u8; 64];
+        let mut touched = vec![0u32; 8];
+        let mut len = 0;
+        let mut area = BitmapArea::new(&mut bytes, &mut touched, &mut len);
+        for k in [0, 63, 64, 65, 511, 512, 9999] {
+            area.set(k);
+        }
+        assert_eq!(*area.len, 3);
+        drop(area);
+        assert_eq!(bytes[0], 1);
+        assert_eq!(bytes[7], 0x80);
+        assert_eq!(bytes[8], 0b11);
+        assert_eq!(bytes[63], 0x80);
+        let mut area = BitmapArea::new(&mut bytes, &mut touched, &mut len);
+        area.clear();
+        drop(area);
+        assert!(bytes.iter().all(|&b| b == 0));
+        assert_eq!(len, 0);
+    }
+}
