@@ -20,6 +20,7 @@ use crate::logic::dma::{self, errno, Transfer, PAGE_SIZE};
 use crate::logic::regs::{WriteEffect, IRQ_DMA_DONE, IRQ_DMA_ERROR};
 use crate::pinned::PinnedPages;
 use crate::vfio::Device;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{CondVar, Mutex};
 use kernel::time::Ktime;
@@ -43,6 +44,12 @@ pub(super) struct PinLock {
     /// Signalled when a pin in progress is installed or abandoned.
     #[pin]
     pin_done: CondVar,
+    /// Pages in `pins.ring`, readable without the lock (every BAR0 read
+    /// reports it).
+    pinned: AtomicU32,
+    /// `pins.unmapped` is not empty: lets the device lock's holders skip
+    /// the pins lock when there is nothing to catch up with.
+    unmap_pending: AtomicBool,
 }
 
 struct Pins {
@@ -65,16 +72,28 @@ impl PinLock {
                 unmapped_len: 0,
             }, "vfio_mig_sample:pins"),
             pin_done <- new_condvar!("vfio_mig_sample:pin_done"),
+            pinned: AtomicU32::new(0),
+            unmap_pending: AtomicBool::new(false),
         })
     }
 
     /// Guest pages the device holds pinned.
     pub(super) fn pinned_pages(&self) -> u32 {
-        self.pins
-            .lock()
-            .ring
-            .as_ref()
-            .map_or(0, |(r, _)| r.npages())
+        self.pinned.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the ring (under the pins lock); returns the old one, to be
+    /// dropped (unpinned) once the lock is released.
+    fn set_ring(
+        &self,
+        pins: &mut Pins,
+        ring: Option<(PinnedPages, bool)>,
+    ) -> Option<(PinnedPages, bool)> {
+        self.pinned.store(
+            ring.as_ref().map_or(0, |(r, _)| r.npages()),
+            Ordering::Relaxed,
+        );
+        core::mem::replace(&mut pins.ring, ring)
     }
 
     /// The ring's first page frame and size, when pinned for writing: such
@@ -88,7 +107,7 @@ impl PinLock {
 
     /// Unpins the ring, if pinned.
     pub(super) fn release(&self) {
-        let ring = self.pins.lock().ring.take();
+        let ring = self.set_ring(&mut self.pins.lock(), None);
         // Unpinned here, with the pins lock released.
         drop(ring);
     }
@@ -104,7 +123,11 @@ impl PinLock {
         let hit = pins.ring.as_ref().is_some_and(|(r, _)| {
             dma::overlaps(r.iova(), u64::from(r.npages()) * PAGE_SIZE, iova, len)
         });
-        let ring = if hit { pins.ring.take() } else { None };
+        let ring = if hit {
+            self.set_ring(&mut pins, None)
+        } else {
+            None
+        };
         let end = iova.saturating_add(len);
         let n = pins.unmapped_len;
         if let Some(slot) = pins.unmapped.get_mut(n) {
@@ -115,13 +138,18 @@ impl PinLock {
             // less).
             *last = (last.0.min(iova), last.1.max(end));
         }
+        self.unmap_pending.store(true, Ordering::Release);
         drop(pins);
         drop(ring);
     }
 
     /// Takes the ranges unmapped since the last call.
     fn take_unmapped(&self) -> ([(u64, u64); UNMAP_SLOTS], usize) {
+        if !self.unmap_pending.load(Ordering::Acquire) {
+            return ([(0, 0); UNMAP_SLOTS], 0);
+        }
         let mut pins = self.pins.lock();
+        self.unmap_pending.store(false, Ordering::Relaxed);
         let taken = (pins.unmapped, pins.unmapped_len);
         pins.unmapped_len = 0;
         taken
@@ -300,7 +328,11 @@ impl State {
         {
             let mut guard = pins.pins.lock();
             guard.pinning = false;
-            guard.ring = pinned.ok();
+            // `release` above emptied the slot, and only the device lock's
+            // holder, this one, fills it.
+            let old = pins.set_ring(&mut guard, pinned.ok());
+            drop(guard);
+            drop(old);
         }
         pins.pin_done.notify_all();
         match result {
