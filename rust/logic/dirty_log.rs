@@ -158,6 +158,9 @@ impl<S: ChunkStore> DirtyLog<S> {
             to += 1;
             let base = chunk.index * CHUNK_PAGES;
             for (w, word) in chunk.bits.iter_mut().enumerate() {
+                if *word == 0 {
+                    continue;
+                }
                 let word_base = base + w as u64 * 64;
                 let hit = *word & word_mask(word_base, start, end);
                 *word &= !hit;
@@ -171,27 +174,25 @@ impl<S: ChunkStore> DirtyLog<S> {
         }
         // Drop the chunks the query emptied: only the visited window and
         // the chunks after it move.
-        let len = chunks.len();
         let Some(first_empty) = (from..to).find(|&i| chunks.get(i).is_some_and(Chunk::is_empty))
         else {
             return;
         };
         let mut kept = first_empty;
-        for i in first_empty..len {
+        for i in first_empty + 1..to {
             let Some(chunk) = chunks.get(i).copied() else {
                 break;
             };
-            if i < to && chunk.is_empty() {
-                continue;
+            if !chunk.is_empty() {
+                if let Some(slot) = chunks.get_mut(kept) {
+                    *slot = chunk;
+                }
+                kept += 1;
             }
-            if let Some(slot) = chunks.get_mut(kept) {
-                *slot = chunk;
-            }
-            kept += 1;
         }
-        if kept < len {
-            self.store.truncate(kept);
-        }
+        let len = chunks.len();
+        chunks.copy_within(to..len, kept);
+        self.store.truncate(len - (to - kept));
     }
 }
 
@@ -251,15 +252,19 @@ impl<'a> BitmapArea<'a> {
 
     /// Sets bit `k`; bits beyond the area are ignored.
     pub(crate) fn set(&mut self, k: u64) {
-        let Ok(byte) = usize::try_from(k / 8) else {
+        let Ok(word) = usize::try_from(k / 64) else {
             return;
         };
-        let word = byte / 8;
-        let was_zero = match self.bytes.get(word * 8..word * 8 + 8) {
-            Some(w) => w.iter().all(|&b| b == 0),
-            None => return,
+        let Some(bytes) = word
+            .checked_mul(8)
+            .and_then(|at| self.bytes.get_mut(at..at + 8))
+        else {
+            return;
         };
-        if was_zero {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(bytes);
+        let old = u64::from_le_bytes(le);
+        if old == 0 {
             match self.touched.get_mut(*self.len) {
                 Some(slot) => {
                     *slot = word as u32;
@@ -269,9 +274,7 @@ impl<'a> BitmapArea<'a> {
                 None => return,
             }
         }
-        if let Some(b) = self.bytes.get_mut(byte) {
-            *b |= 1 << (k % 8);
-        }
+        bytes.copy_from_slice(&(old | 1 << (k % 64)).to_le_bytes());
     }
 }
 
