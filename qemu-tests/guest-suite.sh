@@ -58,6 +58,18 @@ skip=$((skip + s))
 if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then bad "test binary" "exited $rc without a failed test"; fi
 echo "# test binary: $((p + f + s)) tests in $(($(date +%s) - start))s"
 
+# The main job as a test: live migrations with the workload on, which the
+# tool verifies bit-exact (its exit status), through both VFIO paths. Only
+# in a full run (no test filter).
+if [ $# -eq 0 ]; then
+	mig=$repo/tools/target/release/vfio-mig
+	check "live migration, legacy container" "$mig" migrate --create large --quiet
+	check "live migration, iommufd, 1000-page queries" "$mig" migrate --create large --quiet \
+		--iommufd --dirty-window 1000 --cpu-rate 3000
+	check "no guest page pinned after the migrations" \
+		test "$(cat /sys/kernel/debug/vfio_mig_sample/pinned_pages)" = 0
+fi
+
 for d in /sys/bus/mdev/devices/*; do
 	[ -e "$d/remove" ] && echo 1 >"$d/remove"
 done

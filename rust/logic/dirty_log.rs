@@ -402,19 +402,18 @@ mod tests {
         let mut bytes = vec![0u8; 64];
         let mut touched = vec![0u32; 8];
         let mut len = 0;
-        let mut area = BitmapArea::new(&mut bytes, &mut touched, &mut len);
-        for k in [0, 63, 64, 65, 511, 512, 9999] {
-            area.set(k);
+        {
+            let mut area = BitmapArea::new(&mut bytes, &mut touched, &mut len);
+            for k in [0, 63, 64, 65, 511, 512, 9999] {
+                area.set(k);
+            }
         }
-        assert_eq!(*area.len, 3);
-        drop(area);
+        assert_eq!(len, 3);
         assert_eq!(bytes[0], 1);
         assert_eq!(bytes[7], 0x80);
         assert_eq!(bytes[8], 0b11);
         assert_eq!(bytes[63], 0x80);
-        let mut area = BitmapArea::new(&mut bytes, &mut touched, &mut len);
-        area.clear();
-        drop(area);
+        BitmapArea::new(&mut bytes, &mut touched, &mut len).clear();
         assert!(bytes.iter().all(|&b| b == 0));
         assert_eq!(len, 0);
     }

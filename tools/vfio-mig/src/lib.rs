@@ -12,6 +12,8 @@
 //!   states, actions, save and restore flows) on [`Device`];
 //! * [`sample`]: the sample device's registers (DMA engine, ring,
 //!   background writer) and the module's pinned-page count;
+//! * [`live`]: live migration between two devices with their own guest RAM,
+//!   a running workload, verification and a report;
 //! * [`stream`]: a look inside a saved device-state stream.
 //!
 //! Every error is an [`Error`] that says what failed in words and carries
@@ -20,6 +22,7 @@
 pub mod device;
 pub mod error;
 pub mod eventfd;
+pub mod live;
 pub mod mem;
 pub mod migration;
 pub mod sample;

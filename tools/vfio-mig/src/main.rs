@@ -9,8 +9,13 @@ use std::io::{BufReader, BufWriter};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use vfio_mig::live::{self, CpuOptions, CpuWorkload, DeviceWorkload, LiveOptions, PagePattern, Vm};
 use vfio_mig::migration::{self, Field, SaveOptions};
-use vfio_mig::sysfs::{self, Parent, DEFAULT_PARENT};
+use vfio_mig::sample::{self, reg, Regs};
+use vfio_mig::sysfs::{self, Mdev, Parent, DEFAULT_PARENT};
 use vfio_mig::uapi::{self, vfio};
 use vfio_mig::{stream, Device, OpenPath};
 
@@ -143,6 +148,38 @@ const COMMANDS: &[Command] = &[
         switches: &["--iommufd"],
         valued: &["--in", "--chunk", "--fd"],
         run: cmd_restore,
+    },
+    Command {
+        name: "migrate",
+        usage: "migrate (--src UUID --dst UUID | --create TYPE) [--iommufd] [--ram MIB]\n        \
+                [--writer-pages N] [--writer-rate N] [--ring-pages N] [--fill-pages N]\n        \
+                [--cpu-rate N] [--cpu-pattern random|strided:N] [--bar2-rate N]\n        \
+                [--max-iterations N] [--converge-pages N] [--dirty-window N] [--threshold N]\n        \
+                [--warmup MS] [--settle MS] [--iova ADDR] [--quiet]",
+        about: "live-migrate a running device (DMA and vCPU workload) between two mdevs; \
+                verify bit-exact",
+        switches: &["--iommufd", "--quiet"],
+        valued: &[
+            "--src",
+            "--dst",
+            "--create",
+            "--ram",
+            "--iova",
+            "--writer-pages",
+            "--writer-rate",
+            "--ring-pages",
+            "--fill-pages",
+            "--cpu-rate",
+            "--cpu-pattern",
+            "--bar2-rate",
+            "--max-iterations",
+            "--converge-pages",
+            "--dirty-window",
+            "--threshold",
+            "--warmup",
+            "--settle",
+        ],
+        run: cmd_migrate,
     },
 ];
 
@@ -358,6 +395,7 @@ fn cmd_info(o: &Opts) -> Result<(), String> {
         }
     }
     print_migration(&dev);
+    print_sample_regs(&dev);
     let irq_flags = [
         (vfio::VFIO_IRQ_INFO_EVENTFD, "EVENTFD"),
         (vfio::VFIO_IRQ_INFO_MASKABLE, "MASKABLE"),
@@ -454,6 +492,102 @@ fn print_migration(dev: &Device) {
     }
 }
 
+/// The sample device's DMA engine, ring and background writer (BAR0), and
+/// the module's pinned-page count; nothing for another device (mtty).
+fn print_sample_regs(dev: &Device) {
+    let regs = Regs(dev);
+    match regs.read(reg::ID) {
+        Ok(sample::ID_VALUE) => {}
+        Ok(id) => {
+            println!("BAR0 ID {id:#x}: not a vfio-mig-sample device, no DMA engine");
+            return;
+        }
+        Err(e) => {
+            println!("BAR0: {e}");
+            return;
+        }
+    }
+    let r = match regs.snapshot() {
+        Ok(r) => r,
+        Err(e) => {
+            println!("BAR0 registers: {e}");
+            return;
+        }
+    };
+    let v = |off: u64| r[(off / 4) as usize];
+    let iova = |lo: u64| u64::from(v(lo)) | u64::from(v(lo + 4)) << 32;
+    let on = |b: bool| if b { "on" } else { "off" };
+    println!("BAR0 registers:");
+    for row in reg::NAMED.chunks(4) {
+        let cells: Vec<String> = row
+            .iter()
+            .map(|(off, name)| format!("{name:<13} {:#010x}", v(*off)))
+            .collect();
+        println!("  {}", cells.join("  "));
+    }
+    let status = match v(reg::DMA_STATUS) {
+        sample::DMA_IDLE => "IDLE".to_string(),
+        sample::DMA_QUEUED => "QUEUED".to_string(),
+        sample::DMA_DONE => "DONE".to_string(),
+        sample::DMA_FAILED => "ERROR".to_string(),
+        x => format!("{x} (unknown)"),
+    };
+    let cmd = match v(reg::DMA_CMD) {
+        0 => "none".to_string(),
+        1 => "TO_GUEST".to_string(),
+        2 => "FROM_GUEST".to_string(),
+        3 => "FILL".to_string(),
+        x => format!("{x} (unknown)"),
+    };
+    println!(
+        "DMA engine: {status}, last command {cmd} (IOVA {:#x}, device offset {:#x}, {} bytes, \
+         pattern {:#010x}), DMA_ERROR {}, PAUSE {}, {} completed",
+        iova(reg::DMA_IOVA_LO),
+        v(reg::DMA_DEV_OFF),
+        v(reg::DMA_LEN),
+        v(reg::DMA_PATTERN),
+        v(reg::DMA_ERROR),
+        on(v(reg::DMA_CTRL) & sample::DMA_CTRL_PAUSE != 0),
+        v(reg::DMA_COMPLETED)
+    );
+    let ring = v(reg::RING_CTRL);
+    println!(
+        "ring: {} ({}), IOVA {:#x}, {} pages, RING_ERROR {}; the device holds {} pages pinned",
+        if ring & sample::RING_PINNED != 0 {
+            "pinned"
+        } else {
+            "not pinned"
+        },
+        if ring & sample::RING_WRITABLE != 0 {
+            "writable"
+        } else {
+            "read-only"
+        },
+        iova(reg::RING_IOVA_LO),
+        v(reg::RING_PAGES),
+        v(reg::RING_ERROR),
+        v(reg::PINNED_PAGES)
+    );
+    println!(
+        "background writer: {}, IOVA {:#x}, {} pages at {}/s, BG_WRITES {}, cursor {}, \
+         BG_ERROR {}",
+        on(v(reg::BG_CTRL) & sample::BG_ENABLE != 0),
+        iova(reg::BG_IOVA_LO),
+        v(reg::BG_PAGES),
+        v(reg::BG_RATE),
+        v(reg::BG_WRITES),
+        v(reg::BG_CURSOR),
+        v(reg::BG_ERROR)
+    );
+    match sample::pinned_pages_total() {
+        Ok(n) => println!(
+            "module: {n} guest pages pinned ({})",
+            sample::PINNED_PAGES_DEBUGFS
+        ),
+        Err(e) => println!("module: pinned pages unknown: {e}"),
+    }
+}
+
 fn cmd_save(o: &Opts) -> Result<(), String> {
     let pos = o.positionals(1, "one UUID")?;
     let out = o.value("--out").ok_or("--out FILE is required")?;
@@ -538,6 +672,158 @@ fn cmd_restore(o: &Opts) -> Result<(), String> {
     Ok(())
 }
 
+/// A numeric option that must fit `T`, or its default.
+fn num_opt<T: TryFrom<u64>>(o: &Opts, name: &str, default: T) -> Result<T, String> {
+    match o.value(name) {
+        Some(v) => T::try_from(parse_num(name, v)?).map_err(|_| format!("{name} {v} is too large")),
+        None => Ok(default),
+    }
+}
+
+fn cmd_migrate(o: &Opts) -> Result<(), String> {
+    o.positionals(0, "no positional arguments")?;
+    let path = if o.has("--iommufd") {
+        OpenPath::Iommufd
+    } else {
+        OpenPath::Legacy
+    };
+    let quiet = o.has("--quiet");
+    let ram_mib: u64 = num_opt(o, "--ram", 64)?;
+    let ram_bytes = ram_mib
+        .checked_mul(1 << 20)
+        .and_then(|b| usize::try_from(b).ok())
+        .filter(|b| *b > 0)
+        .ok_or(format!(
+            "--ram {ram_mib}: give 1 MiB or more that fits in memory"
+        ))?;
+    let iova: u64 = num_opt(o, "--iova", 1 << 32)?;
+    let workload = DeviceWorkload {
+        writer_pages: num_opt(o, "--writer-pages", 256)?,
+        writer_rate: num_opt(o, "--writer-rate", 2000)?,
+        ring_pages: num_opt(o, "--ring-pages", 16)?,
+        fill_pages: num_opt(o, "--fill-pages", 4)?,
+    };
+    let pattern: PagePattern = o
+        .value("--cpu-pattern")
+        .unwrap_or("random")
+        .parse()
+        .map_err(|e: vfio_mig::Error| e.to_string())?;
+    let cpu_opts = CpuOptions {
+        rate: num_opt(o, "--cpu-rate", 500)?,
+        pattern,
+        bar2_rate: num_opt(o, "--bar2-rate", 100)?,
+        ..CpuOptions::default()
+    };
+    let warmup = Duration::from_millis(num_opt(o, "--warmup", 500)?);
+    let settle = Duration::from_millis(num_opt(o, "--settle", 200)?);
+    let max_iterations: u32 = num_opt(o, "--max-iterations", 10)?;
+    let converge_pages: u64 = num_opt(o, "--converge-pages", 512)?;
+    let dirty_window: u64 = num_opt(o, "--dirty-window", 0)?;
+    let threshold: u64 = num_opt(o, "--threshold", 0)?;
+    if max_iterations == 0 {
+        return Err("--max-iterations must be at least 1 (the full copy)".into());
+    }
+
+    // Guards first: they are dropped last, after the devices are closed
+    // (removing an mdev waits for its fd to close).
+    let mut guards: Vec<Mdev> = Vec::new();
+    let (src_uuid, dst_uuid) = match (o.value("--create"), o.value("--src"), o.value("--dst")) {
+        (Some(ty), None, None) => {
+            let ty = Parent::new(DEFAULT_PARENT).mdev_type(ty);
+            for _ in 0..2 {
+                guards.push(ty.create_guarded().map_err(|e| e.to_string())?);
+            }
+            (guards[0].uuid().to_string(), guards[1].uuid().to_string())
+        }
+        (None, Some(s), Some(d)) if s != d => (s.to_string(), d.to_string()),
+        _ => return Err("give either --src UUID --dst UUID (two mdevs) or --create TYPE".into()),
+    };
+    let type_name = sysfs::mdev_type_name(&src_uuid).unwrap_or_else(|_| "?".into());
+    let src_dev = Arc::new(Device::open(&src_uuid, path).map_err(|e| e.to_string())?);
+    let dst_dev = Arc::new(Device::open(&dst_uuid, path).map_err(|e| e.to_string())?);
+    let src =
+        Vm::new(Arc::clone(&src_dev), "src-ram", ram_bytes, iova).map_err(|e| e.to_string())?;
+    let dst =
+        Vm::new(Arc::clone(&dst_dev), "dst-ram", ram_bytes, iova).map_err(|e| e.to_string())?;
+
+    println!(
+        "live migration {src_uuid} -> {dst_uuid} ({type_name}, {path}, separate IOMMU contexts)"
+    );
+    println!(
+        "  guest RAM: {} per side at IOVA {iova:#x}; device workload: {workload}",
+        live::human_bytes(ram_bytes as u64)
+    );
+    println!(
+        "  vCPU workload: {cpu_opts}; pre-copy: at most {max_iterations} iteration{}, \
+         converged at <= {converge_pages} dirty pages",
+        if max_iterations == 1 { "" } else { "s" }
+    );
+    workload
+        .prepare_source(&src)
+        .map_err(|e| format!("setting up the source: {e}"))?;
+    let mut cpu = if cpu_opts.rate > 0 || cpu_opts.bar2_rate > 0 {
+        Some(CpuWorkload::start(&src, cpu_opts).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    // Let the workload run before migrating, as a guest would have been.
+    std::thread::sleep(warmup);
+
+    // Rows go to stderr as iterations end; with --quiet they are kept and
+    // shown only if the migration fails (the report has them otherwise).
+    let mut rows: Vec<live::Iteration> = Vec::new();
+    let mut progress = |it: &live::Iteration| {
+        if !quiet {
+            if rows.is_empty() {
+                eprintln!("  {}", live::IterationHeader);
+            }
+            eprintln!("  {}", live::IterationRow(it));
+        }
+        rows.push(*it);
+    };
+    let opts = LiveOptions {
+        max_iterations,
+        converge_pages,
+        dirty_window,
+        threshold,
+        settle,
+        progress: Some(&mut progress),
+    };
+    let result = live::migrate(&src, cpu.as_mut(), &dst, opts);
+    // Whatever happened, the vCPU thread is stopped before the devices go.
+    drop(cpu);
+    if result.is_err() && quiet && !rows.is_empty() {
+        eprintln!("  {}", live::IterationHeader);
+        for it in &rows {
+            eprintln!("  {}", live::IterationRow(it));
+        }
+    }
+    let report = result.map_err(|e| {
+        format!(
+            "live migration failed: {e} (source left in {}, destination in {})",
+            state_words(&src.dev),
+            state_words(&dst.dev)
+        )
+    })?;
+    println!("{report}");
+    let checked = workload
+        .check_destination(&dst)
+        .map_err(|e| format!("the destination does not carry on: {e}"))?;
+    if !checked.is_empty() {
+        println!("destination: {checked}");
+    }
+    drop((src, dst, src_dev, dst_dev));
+    let removed = guards.len();
+    for g in guards {
+        g.remove()
+            .map_err(|e| format!("removing a created mdev: {e}"))?;
+    }
+    if removed > 0 {
+        println!("removed the {removed} mdevs created for the migration");
+    }
+    Ok(())
+}
+
 fn state_words(dev: &Device) -> String {
     match dev.device_state_raw() {
         Ok(v) => migration::state_name(v),
@@ -612,7 +898,7 @@ mod tests {
         let every = COMMANDS.iter().map(|c| c.name).collect::<Vec<_>>();
         assert_eq!(
             every,
-            ["types", "create", "remove", "info", "save", "restore"]
+            ["types", "create", "remove", "info", "save", "restore", "migrate"]
         );
     }
 }

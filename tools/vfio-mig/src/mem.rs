@@ -116,6 +116,130 @@ impl GuestMemory {
     }
 }
 
+impl GuestMemory {
+    /// Faults in every page now, as a guest that has touched all its RAM:
+    /// the first copy or DMA to a page then does not pay for allocating it
+    /// (under TCG that cost dominates a full copy). The contents do not
+    /// change. Call it before a device or another thread writes the memory:
+    /// where `madvise(MADV_POPULATE_WRITE)` is missing (a kernel without
+    /// `CONFIG_ADVISE_SYSCALLS`, such as the test kernel), each page is
+    /// touched by writing back one byte it holds.
+    pub fn populate(&self) -> Result<()> {
+        // SAFETY: the range is exactly our mapping; MADV_POPULATE_WRITE
+        // faults its pages in for writing and changes no byte.
+        if unsafe { libc::madvise(self.ptr.cast(), self.len, libc::MADV_POPULATE_WRITE) } == 0 {
+            return Ok(());
+        }
+        let errno = crate::error::last_errno();
+        if errno != libc::ENOSYS && errno != libc::EINVAL {
+            return Err(Error::Sys {
+                what: format!(
+                    "madvise(MADV_POPULATE_WRITE) of {} bytes of guest memory",
+                    self.len
+                ),
+                errno,
+            });
+        }
+        self.touch_every_page();
+        Ok(())
+    }
+
+    /// The fallback of [`GuestMemory::populate`].
+    fn touch_every_page(&self) {
+        for off in (0..self.len).step_by(4096) {
+            // SAFETY: off < len, inside our live mapping; volatile so that
+            // the write (which faults the page in) is not optimised away.
+            // Nothing else writes the memory yet (see above), so writing
+            // back the byte read changes nothing.
+            unsafe {
+                let p = self.ptr.add(off);
+                std::ptr::write_volatile(p, std::ptr::read_volatile(p));
+            }
+        }
+    }
+
+    /// Copies `[offset, offset + len)` of this memory to the same range of
+    /// `dst` (live migration: source RAM to destination RAM). The source may
+    /// be written meanwhile (device DMA, other threads): the copy then sees
+    /// each byte old or new, as a DMA read would.
+    pub fn copy_range_to(&self, dst: &GuestMemory, offset: usize, len: usize) -> Result<()> {
+        self.check(offset, len)?;
+        dst.check(offset, len)?;
+        // SAFETY: both ranges are inside live mappings (checked above). They
+        // are two mappings of distinct memfds, or the same range of one
+        // mapping when dst is self; `copy` (memmove) is correct in both cases.
+        unsafe { std::ptr::copy(self.ptr.add(offset), dst.ptr.add(offset), len) };
+        Ok(())
+    }
+
+    /// Compares this memory with `other` (same length), chunk by chunk, and
+    /// returns the first differing byte offset and how many 4 KiB pages
+    /// differ, or `None` when they are equal.
+    pub fn compare(&self, other: &GuestMemory) -> Result<Option<MemoryDiff>> {
+        if self.len != other.len {
+            return Err(Error::Invalid(format!(
+                "cannot compare guest memories of {} and {} bytes",
+                self.len, other.len
+            )));
+        }
+        const CHUNK: usize = 1 << 20;
+        let mut a = vec![0u8; CHUNK.min(self.len)];
+        let mut b = vec![0u8; CHUNK.min(self.len)];
+        let mut diff: Option<MemoryDiff> = None;
+        let mut offset = 0;
+        while offset < self.len {
+            let n = CHUNK.min(self.len - offset);
+            self.read_at(offset, &mut a[..n])?;
+            other.read_at(offset, &mut b[..n])?;
+            for (page, (pa, pb)) in a[..n].chunks(4096).zip(b[..n].chunks(4096)).enumerate() {
+                if let Some(i) = first_mismatch(pa, pb) {
+                    let page_index = offset / 4096 + page;
+                    let d = diff.get_or_insert(MemoryDiff {
+                        first_offset: page_index * 4096 + i,
+                        pages: 0,
+                        first_pages: Vec::new(),
+                    });
+                    d.pages += 1;
+                    if d.first_pages.len() < MemoryDiff::LISTED {
+                        d.first_pages.push(page_index);
+                    }
+                }
+            }
+            offset += n;
+        }
+        Ok(diff)
+    }
+}
+
+/// Where two guest memories differ ([`GuestMemory::compare`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryDiff {
+    /// The first differing byte.
+    pub first_offset: usize,
+    /// How many 4 KiB pages hold a difference.
+    pub pages: usize,
+    /// The first [`MemoryDiff::LISTED`] of those pages, by index.
+    pub first_pages: Vec<usize>,
+}
+
+impl MemoryDiff {
+    /// How many differing pages [`MemoryDiff::first_pages`] lists at most.
+    pub const LISTED: usize = 8;
+}
+
+/// The index of the first byte where `a` and `b` differ (also when one is
+/// longer), or `None` when they are equal.
+pub fn first_mismatch(a: &[u8], b: &[u8]) -> Option<usize> {
+    if a == b {
+        // memcmp: the common case, fast.
+        return None;
+    }
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .or_else(|| (a.len() != b.len()).then(|| a.len().min(b.len())))
+}
+
 impl Drop for GuestMemory {
     fn drop(&mut self) {
         // SAFETY: ptr/len are exactly the mapping created in new(), and no
@@ -140,5 +264,47 @@ mod tests {
         assert_eq!(&b, b"abcd");
         assert!(m.write_at(8190, b"abcd").is_err());
         assert!(m.read_at(usize::MAX, &mut b).is_err());
+    }
+
+    #[test]
+    fn copy_and_compare() {
+        let a = GuestMemory::new("a", 3 * 4096).unwrap();
+        let b = GuestMemory::new("b", 3 * 4096).unwrap();
+        b.populate().unwrap();
+        assert_eq!(a.compare(&b).unwrap(), None);
+        a.write_at(4100, b"xy").unwrap();
+        a.write_at(2 * 4096 + 7, b"z").unwrap();
+        let d = a.compare(&b).unwrap().unwrap();
+        assert_eq!((d.first_offset, d.pages), (4100, 2));
+        assert_eq!(d.first_pages, [1, 2]);
+        a.copy_range_to(&b, 4096, 4096).unwrap();
+        let d = a.compare(&b).unwrap().unwrap();
+        assert_eq!((d.first_offset, d.pages), (2 * 4096 + 7, 1));
+        a.copy_range_to(&b, 0, 3 * 4096).unwrap();
+        assert_eq!(a.compare(&b).unwrap(), None);
+        assert!(a.copy_range_to(&b, 4096, 2 * 4096 + 1).is_err());
+        let small = GuestMemory::new("s", 4096).unwrap();
+        assert!(a.copy_range_to(&small, 0, 8192).is_err());
+        assert!(a.compare(&small).is_err());
+    }
+
+    #[test]
+    fn populating_keeps_the_contents() {
+        let m = GuestMemory::new("p", 3 * 4096).unwrap();
+        m.write_at(4096, b"kept").unwrap();
+        m.write_at(2 * 4096 + 9, b"too").unwrap();
+        let twin = GuestMemory::new("q", 3 * 4096).unwrap();
+        m.copy_range_to(&twin, 0, 3 * 4096).unwrap();
+        m.touch_every_page();
+        m.populate().unwrap();
+        assert_eq!(m.compare(&twin).unwrap(), None);
+    }
+
+    #[test]
+    fn mismatch_positions() {
+        assert_eq!(first_mismatch(b"abc", b"abc"), None);
+        assert_eq!(first_mismatch(b"abc", b"abd"), Some(2));
+        assert_eq!(first_mismatch(b"abc", b"ab"), Some(2));
+        assert_eq!(first_mismatch(b"", b""), None);
     }
 }

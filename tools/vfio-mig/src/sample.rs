@@ -50,8 +50,60 @@ pub mod reg {
     pub const BG_CURSOR: u64 = 0xac;
     /// First offset past the implemented registers.
     pub const END: u64 = 0xb0;
+
+    /// Every implemented register with its name, by offset.
+    pub const NAMED: &[(u64, &str)] = &[
+        (ID, "ID"),
+        (VERSION, "VERSION"),
+        (SCRATCH, "SCRATCH"),
+        (STATUS, "STATUS"),
+        (IRQ_STATUS, "IRQ_STATUS"),
+        (IRQ_ENABLE, "IRQ_ENABLE"),
+        (DOORBELL, "DOORBELL"),
+        (MEM_SIZE, "MEM_SIZE"),
+        (IRQ_COUNT, "IRQ_COUNT"),
+        (DMA_DEV_OFF, "DMA_DEV_OFF"),
+        (DMA_IOVA_LO, "DMA_IOVA_LO"),
+        (DMA_IOVA_HI, "DMA_IOVA_HI"),
+        (DMA_LEN, "DMA_LEN"),
+        (DMA_PATTERN, "DMA_PATTERN"),
+        (DMA_CMD, "DMA_CMD"),
+        (DMA_STATUS, "DMA_STATUS"),
+        (DMA_ERROR, "DMA_ERROR"),
+        (DMA_CTRL, "DMA_CTRL"),
+        (DMA_COMPLETED, "DMA_COMPLETED"),
+        (RING_IOVA_LO, "RING_IOVA_LO"),
+        (RING_IOVA_HI, "RING_IOVA_HI"),
+        (RING_PAGES, "RING_PAGES"),
+        (RING_CTRL, "RING_CTRL"),
+        (RING_ERROR, "RING_ERROR"),
+        (PINNED_PAGES, "PINNED_PAGES"),
+        (BG_IOVA_LO, "BG_IOVA_LO"),
+        (BG_IOVA_HI, "BG_IOVA_HI"),
+        (BG_PAGES, "BG_PAGES"),
+        (BG_RATE, "BG_RATE"),
+        (BG_CTRL, "BG_CTRL"),
+        (BG_WRITES, "BG_WRITES"),
+        (BG_ERROR, "BG_ERROR"),
+        (BG_CURSOR, "BG_CURSOR"),
+    ];
+
+    /// The register's name, or `0x..` for an unimplemented offset.
+    pub fn name(off: u64) -> String {
+        NAMED
+            .iter()
+            .find(|(o, _)| *o == off)
+            .map_or_else(|| format!("{off:#04x}"), |(_, n)| n.to_string())
+    }
 }
 
+/// VFIO region index of PCI configuration space.
+pub const CONFIG: u32 = 7;
+/// Size of the configuration space.
+pub const CONFIG_SIZE: usize = 256;
+
+/// `ID` of every sample device ("VMS1").
+pub const ID_VALUE: u32 = 0x564d_5331;
 /// `STATUS` bit: stopped for migration.
 pub const STATUS_QUIESCED: u32 = 1 << 0;
 /// `IRQ_STATUS` / `IRQ_ENABLE` causes.
@@ -218,5 +270,137 @@ impl Regs<'_> {
     /// Every implemented BAR0 register, `0..reg::END` in dwords.
     pub fn snapshot(&self) -> Result<Vec<u32>> {
         (0..reg::END / 4).map(|i| self.read(i * 4)).collect()
+    }
+}
+
+/// The device state a VMM can read back: every BAR0 register, the
+/// configuration space and the device memory. Two devices with equal
+/// snapshots are the same device as far as the guest can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSnapshot {
+    /// BAR0 dwords `0..reg::END`.
+    pub regs: Vec<u32>,
+    /// The 256 bytes of configuration space.
+    pub config: Vec<u8>,
+    /// All of BAR2.
+    pub memory: Vec<u8>,
+}
+
+impl DeviceSnapshot {
+    /// Reads the three parts. Reads have no side effect on this device, so
+    /// this works in every state (also quiesced).
+    pub fn take(dev: &Device) -> Result<Self> {
+        let regs = Regs(dev).snapshot()?;
+        let mut config = vec![0u8; CONFIG_SIZE];
+        dev.read_region(CONFIG, 0, &mut config)?;
+        let size = dev.region_info(BAR2)?.size;
+        let size = usize::try_from(size)
+            .map_err(|_| Error::Invalid(format!("BAR2 of {} bytes is too large", size)))?;
+        let mut memory = vec![0u8; size];
+        // Bounded reads: one pread per 64 KiB keeps each kernel access short.
+        for (i, chunk) in memory.chunks_mut(1 << 16).enumerate() {
+            dev.read_region(BAR2, (i as u64) << 16, chunk)?;
+        }
+        Ok(DeviceSnapshot {
+            regs,
+            config,
+            memory,
+        })
+    }
+
+    /// Every difference from `other` in words, the first per part:
+    /// register name and both values, first differing config and BAR2
+    /// offsets. Empty when the snapshots are equal.
+    pub fn differences(&self, other: &DeviceSnapshot) -> Vec<String> {
+        let mut out = Vec::new();
+        let regs: Vec<String> = self
+            .regs
+            .iter()
+            .zip(&other.regs)
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(i, (a, b))| format!("{} {a:#x} vs {b:#x}", reg::name(i as u64 * 4)))
+            .collect();
+        if self.regs.len() != other.regs.len() {
+            out.push(format!(
+                "BAR0: {} vs {} registers",
+                self.regs.len(),
+                other.regs.len()
+            ));
+        }
+        if !regs.is_empty() {
+            out.push(format!("BAR0 registers differ: {}", regs.join(", ")));
+        }
+        if let Some(i) = crate::mem::first_mismatch(&self.config, &other.config) {
+            out.push(format!(
+                "config space differs first at {i:#04x}: {:#04x} vs {:#04x}",
+                self.config.get(i).copied().unwrap_or(0),
+                other.config.get(i).copied().unwrap_or(0)
+            ));
+        }
+        if self.memory.len() != other.memory.len() {
+            out.push(format!(
+                "BAR2: {} vs {} bytes",
+                self.memory.len(),
+                other.memory.len()
+            ));
+        } else if let Some(i) = crate::mem::first_mismatch(&self.memory, &other.memory) {
+            let pages = self
+                .memory
+                .chunks(4096)
+                .zip(other.memory.chunks(4096))
+                .filter(|(a, b)| a != b)
+                .count();
+            out.push(format!(
+                "BAR2 differs first at {i:#x} ({:#04x} vs {:#04x}), in {pages} page(s)",
+                self.memory[i], other.memory[i]
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_names_cover_the_map() {
+        assert_eq!(reg::name(reg::BG_CURSOR), "BG_CURSOR");
+        assert_eq!(reg::name(0x24), "0x24");
+        let mut offs: Vec<u64> = reg::NAMED.iter().map(|(o, _)| *o).collect();
+        offs.sort_unstable();
+        offs.dedup();
+        assert_eq!(offs.len(), reg::NAMED.len(), "no offset twice");
+        assert!(offs.iter().all(|o| o % 4 == 0 && *o < reg::END));
+        assert_eq!(
+            reg::BG_CURSOR + 4,
+            reg::END,
+            "END follows the last register"
+        );
+    }
+
+    #[test]
+    fn snapshot_differences_name_the_first() {
+        let a = DeviceSnapshot {
+            regs: vec![0; (reg::END / 4) as usize],
+            config: vec![0; CONFIG_SIZE],
+            memory: vec![0; 3 * 4096],
+        };
+        assert!(a.differences(&a.clone()).is_empty());
+        let mut b = a.clone();
+        b.regs[(reg::BG_WRITES / 4) as usize] = 7;
+        b.config[0x04] = 6;
+        b.memory[4097] = 1;
+        b.memory[2 * 4096] = 1;
+        let d = a.differences(&b);
+        assert_eq!(
+            d,
+            [
+                "BAR0 registers differ: BG_WRITES 0x0 vs 0x7",
+                "config space differs first at 0x04: 0x00 vs 0x06",
+                "BAR2 differs first at 0x1001 (0x00 vs 0x01), in 2 page(s)",
+            ]
+        );
     }
 }
