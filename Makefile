@@ -6,6 +6,8 @@
 #   make            build vfio_mig_sample.ko against KDIR
 #   make test       everything CI runs: deps, test kernel, module (and its
 #                   clippy build), tools, host unit tests, the guest suites
+#   make demo       the main job: build what is missing, boot the test kernel
+#                   and live-migrate a running device between two mdevs
 #   make kernel     install dependencies and build (or find) the test kernel
 #   make tools      build the userspace workspace
 #   make clippy     build the module with CLIPPY=1
@@ -39,6 +41,16 @@ tools:
 
 test:
 	qemu-tests/run-all.sh
+
+# A live migration with a DMA and vCPU workload, in the test guest.
+.PHONY: demo
+demo:
+	qemu-tests/demo.sh
+
+# The benchmarks in the test guest (tables, no pass/fail on timings).
+.PHONY: bench
+bench:
+	qemu-tests/bench.sh
 
 fmt:
 	rustfmt --edition 2021 $(RUST_SOURCES)
