@@ -27,6 +27,7 @@ pub(crate) struct Chunk {
 }
 
 impl Chunk {
+    #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.bits.iter().all(|&w| w == 0)
     }
@@ -149,14 +150,19 @@ impl<S: ChunkStore> DirtyLog<S> {
         let first = start / CHUNK_PAGES;
         let last = (end - 1) / CHUNK_PAGES;
         let chunks = self.store.chunks_mut();
+        let len = chunks.len();
         let from = chunks.partition_point(|c| c.index < first);
-        let mut to = from;
-        for chunk in chunks.iter_mut().skip(from) {
+        // One pass: report, clear, and slide the chunks that keep bits
+        // over the ones the query emptied.
+        let mut kept = from;
+        let mut next = from;
+        while let Some(chunk) = chunks.get_mut(next) {
             if chunk.index > last {
                 break;
             }
-            to += 1;
+            next += 1;
             let base = chunk.index * CHUNK_PAGES;
+            let mut left = 0;
             for (w, word) in chunk.bits.iter_mut().enumerate() {
                 if *word == 0 {
                     continue;
@@ -164,6 +170,7 @@ impl<S: ChunkStore> DirtyLog<S> {
                 let word_base = base + w as u64 * 64;
                 let hit = *word & word_mask(word_base, start, end);
                 *word &= !hit;
+                left |= *word;
                 let mut rest = hit;
                 while rest != 0 {
                     let bit = u64::from(rest.trailing_zeros());
@@ -171,28 +178,20 @@ impl<S: ChunkStore> DirtyLog<S> {
                     emit(word_base + bit - start);
                 }
             }
-        }
-        // Drop the chunks the query emptied: only the visited window and
-        // the chunks after it move.
-        let Some(first_empty) = (from..to).find(|&i| chunks.get(i).is_some_and(Chunk::is_empty))
-        else {
-            return;
-        };
-        let mut kept = first_empty;
-        for i in first_empty + 1..to {
-            let Some(chunk) = chunks.get(i).copied() else {
-                break;
-            };
-            if !chunk.is_empty() {
-                if let Some(slot) = chunks.get_mut(kept) {
-                    *slot = chunk;
+            if left != 0 {
+                if kept != next - 1 {
+                    let moved = *chunk;
+                    if let Some(slot) = chunks.get_mut(kept) {
+                        *slot = moved;
+                    }
                 }
                 kept += 1;
             }
         }
-        let len = chunks.len();
-        chunks.copy_within(to..len, kept);
-        self.store.truncate(len - (to - kept));
+        if kept != next {
+            chunks.copy_within(next..len, kept);
+            self.store.truncate(len - (next - kept));
+        }
     }
 }
 
