@@ -248,7 +248,7 @@ pub mod mig {
     pub const HEADER_LEN: usize = 32;
     pub const PAGE_RECORD_LEN: usize = 4112;
     /// `R`: the register-state blob (BAR0 registers and config space).
-    pub const REGS_BLOB_LEN: usize = 288;
+    pub const REGS_BLOB_LEN: usize = 384;
     pub const REGS_RECORD_LEN: usize = 8 + REGS_BLOB_LEN;
     pub const END_RECORD_LEN: usize = 32;
     pub const PAGE_SIZE: u64 = 4096;
@@ -302,4 +302,102 @@ pub mod mig {
 
     /// States in which get buffer works.
     pub const GET_BUFFER: [State; 2] = [State::PreCopy, State::StopNCopy];
+}
+
+/// The DMA engine, the ring and the background writer (Documentation/
+/// device.rst, "DMA engine"): BAR0 registers, commands and limits.
+pub mod dma {
+    use vfio_mig::OpenPath;
+
+    pub const DEV_OFF: u64 = 0x40;
+    pub const IOVA_LO: u64 = 0x44;
+    pub const IOVA_HI: u64 = 0x48;
+    pub const LEN: u64 = 0x4c;
+    pub const PATTERN: u64 = 0x50;
+    pub const CMD: u64 = 0x54;
+    pub const STATUS: u64 = 0x58;
+    pub const ERROR: u64 = 0x5c;
+    pub const CTRL: u64 = 0x60;
+    pub const COMPLETED: u64 = 0x64;
+    pub const RING_IOVA_LO: u64 = 0x70;
+    pub const RING_IOVA_HI: u64 = 0x74;
+    pub const RING_PAGES: u64 = 0x78;
+    pub const RING_CTRL: u64 = 0x7c;
+    pub const RING_ERROR: u64 = 0x80;
+    pub const PINNED_PAGES: u64 = 0x84;
+    pub const BG_IOVA_LO: u64 = 0x90;
+    pub const BG_IOVA_HI: u64 = 0x94;
+    pub const BG_PAGES: u64 = 0x98;
+    pub const BG_RATE: u64 = 0x9c;
+    pub const BG_CTRL: u64 = 0xa0;
+    pub const BG_WRITES: u64 = 0xa4;
+    pub const BG_ERROR: u64 = 0xa8;
+    pub const BG_CURSOR: u64 = 0xac;
+
+    /// Every DMA register, with its name, in address order.
+    pub const REGS: [(u64, &str); 24] = [
+        (DEV_OFF, "DMA_DEV_OFF"),
+        (IOVA_LO, "DMA_IOVA_LO"),
+        (IOVA_HI, "DMA_IOVA_HI"),
+        (LEN, "DMA_LEN"),
+        (PATTERN, "DMA_PATTERN"),
+        (CMD, "DMA_CMD"),
+        (STATUS, "DMA_STATUS"),
+        (ERROR, "DMA_ERROR"),
+        (CTRL, "DMA_CTRL"),
+        (COMPLETED, "DMA_COMPLETED"),
+        (RING_IOVA_LO, "RING_IOVA_LO"),
+        (RING_IOVA_HI, "RING_IOVA_HI"),
+        (RING_PAGES, "RING_PAGES"),
+        (RING_CTRL, "RING_CTRL"),
+        (RING_ERROR, "RING_ERROR"),
+        (PINNED_PAGES, "PINNED_PAGES"),
+        (BG_IOVA_LO, "BG_IOVA_LO"),
+        (BG_IOVA_HI, "BG_IOVA_HI"),
+        (BG_PAGES, "BG_PAGES"),
+        (BG_RATE, "BG_RATE"),
+        (BG_CTRL, "BG_CTRL"),
+        (BG_WRITES, "BG_WRITES"),
+        (BG_ERROR, "BG_ERROR"),
+        (BG_CURSOR, "BG_CURSOR"),
+    ];
+
+    /// `DMA_CMD` values.
+    pub const CMD_TO_GUEST: u32 = 1;
+    pub const CMD_FROM_GUEST: u32 = 2;
+    pub const CMD_FILL: u32 = 3;
+    /// `DMA_STATUS` values.
+    pub const IDLE: u32 = 0;
+    pub const QUEUED: u32 = 1;
+    pub const DONE: u32 = 2;
+    pub const FAILED: u32 = 3;
+    /// `DMA_CTRL.PAUSE`.
+    pub const CTRL_PAUSE: u32 = 1;
+    /// Longest command.
+    pub const MAX_LEN: u32 = 64 << 20;
+    /// `IRQ_STATUS` / `IRQ_ENABLE` causes of the engine.
+    pub const IRQ_DMA_DONE: u32 = 1 << 1;
+    pub const IRQ_DMA_ERROR: u32 = 1 << 2;
+    /// `RING_CTRL` bits and the ring's size limit.
+    pub const RING_PINNED: u32 = 1;
+    pub const RING_WRITABLE: u32 = 2;
+    pub const RING_MAX_PAGES: u32 = 512;
+    /// `BG_CTRL.ENABLE` and the writer's limits.
+    pub const BG_ENABLE: u32 = 1;
+    pub const BG_MAX_PAGES: u32 = 1 << 20;
+    pub const BG_MAX_RATE: u32 = 1_000_000;
+    /// The writer's stamp: u64 count, u32 page index, u32 "BGWR".
+    pub const BG_STAMP_LEN: usize = 16;
+    pub const BG_MAGIC: u32 = 0x5257_4742;
+
+    /// The module-wide count of pinned guest pages.
+    pub const PINNED_DEBUGFS: &str = "/sys/kernel/debug/vfio_mig_sample/pinned_pages";
+
+    /// errno of a DMA to an IOVA that is not mapped: the IOMMU backend's.
+    pub fn unmapped_errno(path: OpenPath) -> i32 {
+        match path {
+            OpenPath::Iommufd => libc::ENOENT,
+            _ => libc::EINVAL,
+        }
+    }
 }

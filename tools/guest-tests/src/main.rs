@@ -12,8 +12,11 @@
 //! sample mtty and skip when it is not loaded.
 
 mod device;
+mod dmautil;
 mod t_bars;
 mod t_config;
+mod t_dirty;
+mod t_dma;
 mod t_irq;
 mod t_migration;
 mod t_misc;
@@ -114,10 +117,46 @@ const TESTS: &[Test] = tests![
     t_migration::migration_concurrent,
     t_migration::migration_dirty_query,
     t_migration::migration_cli,
+    t_dma::dma_copy_legacy,
+    t_dma::dma_copy_iommufd,
+    t_dma::dma_irq,
+    t_dma::dma_bad_commands,
+    t_dma::dma_unmapped_legacy,
+    t_dma::dma_unmapped_iommufd,
+    t_dma::dma_busy,
+    t_dma::dma_quiesce,
+    t_dma::dma_cross_4g,
+    t_dma::dma_max_len,
+    t_dma::ring_pin,
+    t_dma::ring_pin_errors,
+    t_dma::writer_stamps,
+    t_dma::writer_bad_settings,
+    t_dma::writer_unmapped,
+    t_dma::writer_quiesce,
+    t_dirty::dirty_bits_legacy,
+    t_dirty::dirty_bits_iommufd,
+    t_dirty::dirty_large,
+    t_dirty::dirty_not_reported,
+    t_dirty::dirty_bad_queries,
+    t_dirty::dirty_staged_chunk,
+    t_dirty::dirty_writer,
+    t_dirty::dirty_stale_bitmap,
+    t_dirty::dirty_concurrent,
+    t_dma::unmap_ring,
+    t_dma::unmap_queued,
+    t_dma::unmap_writer,
+    t_dma::unmap_precopy,
+    t_dma::unmap_concurrent,
+    t_dma::lifecycle_close,
+    t_dma::lifecycle_reset,
+    t_dma::lifecycle_remove,
+    t_dma::dma_migrate,
     t_mtty::mtty_sysfs,
     t_mtty::mtty_legacy,
     t_mtty::mtty_iommufd,
     t_mtty::mtty_dma_map,
+    t_dma::lifecycle_rmmod,
+    t_dma::dma_pinned_none_left,
     t_misc::rmmod_busy,
 ];
 
@@ -155,17 +194,19 @@ fn start_watchdog(progress: Arc<Mutex<Progress>>) {
 }
 
 fn usage() -> &'static str {
-    "usage: vfio-mig-tests [--filter SUBSTR] [--list] [--module-name NAME]"
+    "usage: vfio-mig-tests [--filter SUBSTR[,SUBSTR...]] [--list] [--time] [--module-name NAME]"
 }
 
 fn main() -> ExitCode {
     let mut filter: Option<String> = None;
     let mut list = false;
+    let mut time = false;
     let mut module = device::PARENT.to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--list" => list = true,
+            "--time" => time = true,
             "--filter" | "--module-name" => {
                 let Some(v) = args.next() else {
                     eprintln!("{a} needs a value\n{}", usage());
@@ -190,7 +231,11 @@ fn main() -> ExitCode {
 
     let selected: Vec<&Test> = TESTS
         .iter()
-        .filter(|t| filter.as_deref().is_none_or(|f| t.name.contains(f)))
+        .filter(|t| {
+            filter
+                .as_deref()
+                .is_none_or(|f| f.split(',').any(|f| t.name.contains(f)))
+        })
         .collect();
     if list {
         for t in &selected {
@@ -216,10 +261,15 @@ fn main() -> ExitCode {
     start_watchdog(Arc::clone(&progress));
     for t in selected {
         progress.lock().unwrap().current = Some((t.name, Instant::now()));
+        let started = Instant::now();
         let r = catch_unwind(AssertUnwindSafe(|| (t.run)(&env)));
+        let elapsed = started.elapsed();
         // Print under the lock, so the watchdog never interleaves.
         let mut p = progress.lock().unwrap();
         p.current = None;
+        if time {
+            println!("time {} {} ms", t.name, elapsed.as_millis());
+        }
         match r {
             Ok(Ok(())) => {
                 p.passed += 1;

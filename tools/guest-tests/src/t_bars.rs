@@ -196,7 +196,16 @@ pub fn bar0_bad_access(env: &Env) -> TResult {
 pub fn bar0_unimplemented(env: &Env) -> TResult {
     let fx = env.open(&SMALL, OpenPath::Legacy)?;
     let dev = fx.dev();
-    for off in [bar0::END, bar0::END + 4, 0x40, 0x100, 0x800, BAR0_SIZE - 4] {
+    // 0x40..0xb0 is the DMA engine (t_dma.rs).
+    for off in [
+        bar0::END,
+        bar0::END + 4,
+        0x3c,
+        0xb0,
+        0x100,
+        0x800,
+        BAR0_SIZE - 4,
+    ] {
         dev.w32(B0, off, 0xffff_ffff)
             .map_err(|e| format!("write to unimplemented {off:#x}: {e}"))?;
         ensure_hex!(dev.r32(B0, off)?, 0u32, "unimplemented register {off:#x}");

@@ -240,7 +240,7 @@ fn refcnt(path: &PathBuf) -> Result<i64, String> {
 }
 
 /// `delete_module(name, O_NONBLOCK)`: what `rmmod` does.
-fn delete_module(name: &str) -> vfio_mig::Result<()> {
+pub(crate) fn delete_module(name: &str) -> vfio_mig::Result<()> {
     let c = CString::new(name).expect("module name has no NUL");
     // SAFETY: a NUL-terminated string and a flags integer, as the syscall
     // expects.
