@@ -347,13 +347,13 @@ unsafe fn parts<'a, T>(vdev: *mut sys::vfio_device) -> (&'a T, &'a Device) {
 /// Called by the VFIO core when the last reference to `vdev` goes.
 unsafe extern "C" fn release_callback<T: DeviceOps>(vdev: *mut sys::vfio_device) {
     let wrapper = vdev.cast::<Wrapper<T>>();
-    // SAFETY: No other user is left. The work item was initialised before
-    // registration and cannot be queued any more (only callbacks of an open
-    // device queue it); cancelling is a formality that keeps the data alive
-    // until no work runs. `initialized` says whether `data` holds a value,
-    // which is dropped in place (the core frees the memory).
+    // No other user is left, and only callbacks of an open device queue the
+    // work item: cancelling it only makes sure no work runs on the data.
+    // SAFETY: The work item was initialised before registration.
+    unsafe { kernel::bindings::cancel_work_sync(dev_work(vdev)) };
+    // SAFETY: `initialized` says whether `data` holds a value, which is
+    // dropped in place (the core frees the memory).
     unsafe {
-        kernel::bindings::cancel_work_sync(Opaque::raw_get(addr_of_mut!((*wrapper).header.work)));
         if (*wrapper).initialized {
             (*wrapper).data.assume_init_drop();
         }
