@@ -442,7 +442,7 @@ impl SampleDevice {
             match state.regs.write(off, val) {
                 WriteEffect::Interrupt => state.interrupt(),
                 WriteEffect::Dma(DmaWrite::Busy) => return Err(EBUSY),
-                WriteEffect::Dma(DmaWrite::Ring) => state.ring_update(dev, &self.pins),
+                WriteEffect::Dma(DmaWrite::Ring) => state.ring_sync(dev, &self.pins),
                 WriteEffect::None | WriteEffect::Dma(DmaWrite::None | DmaWrite::Kick) => {}
             }
             off += 4;

@@ -300,19 +300,15 @@ impl State {
         Some(wait_ms.clamp(1, WRITER_MAX_SLEEP_MS))
     }
 
-    /// `RING_CTRL` was written: releases the ring, then pins it again if
-    /// asked to.
-    pub(super) fn ring_update(&mut self, dev: &Device, pins: &PinLock) {
+    /// Makes the pins match the registers: releases the ring, then pins it
+    /// again if `RING_CTRL` says `PINNED` (a write of `RING_CTRL`, or a
+    /// committed stream). A failed pin clears `RING_CTRL` and reports in
+    /// `RING_ERROR`.
+    pub(super) fn ring_sync(&mut self, dev: &Device, pins: &PinLock) {
         pins.release();
-        if self.regs.dma.ring_ctrl & dma::RING_PINNED != 0 {
-            self.ring_pin(dev, pins);
+        if self.regs.dma.ring_ctrl & dma::RING_PINNED == 0 {
+            return;
         }
-    }
-
-    /// Pins the ring as the registers describe it; a failure clears
-    /// `RING_CTRL` and reports in `RING_ERROR`.
-    pub(super) fn ring_pin(&mut self, dev: &Device, pins: &PinLock) {
-        pins.release();
         pins.pins.lock().pinning = true;
         // No lock but the device lock is held across the pin.
         let pinned = self

@@ -10,7 +10,6 @@
 use super::{dma::PinLock, zeroed_bytes, State};
 use crate::logic::bitmap::{words_for, Bitmap};
 use crate::logic::dirty_log::{BitmapArea, Chunk, ChunkStore, DirtyLog, OutOfMemory};
-use crate::logic::dma::RING_PINNED;
 use crate::logic::migration_region::{self as layout, Field, Target};
 use crate::logic::snapshot::{self, BLOB_LEN};
 use crate::logic::state::{plan_raw, Action, DeviceState};
@@ -424,11 +423,7 @@ impl State {
                     self.config.restore(&config);
                     // The ring is device state: pin it in this guest's
                     // memory, which the VMM has mapped by now.
-                    if self.regs.dma.ring_ctrl & RING_PINNED != 0 {
-                        self.ring_pin(dev, pins);
-                    } else {
-                        pins.release();
-                    }
+                    self.ring_sync(dev, pins);
                 }
             }
         }
