@@ -1368,11 +1368,14 @@ pub fn unmap_concurrent(env: &Env) -> TResult {
                 match (st, err as i32) {
                     (dma::DONE, 0) => n[0] += 1,
                     (dma::FAILED, e) if e == errno => n[1] += 1,
+                    // iommufd refuses access to an area whose unmap is
+                    // under way (prevent_access) with EINVAL.
+                    (dma::FAILED, EINVAL) if path == OpenPath::Iommufd => n[1] += 1,
                     (dma::FAILED, ECANCELED) => n[2] += 1,
                     _ => {
                         return Err(format!(
                             "{c} during unmaps: DMA_STATUS {st} DMA_ERROR {err}, want DONE, \
-                             {errno} or ECANCELED"
+                             {errno}, EINVAL (iommufd, unmap under way) or ECANCELED"
                         ))
                     }
                 }
