@@ -22,7 +22,7 @@ const SPEC_TABLE: [(u32, &[u32]); 10] = [
     (9, &[1, 0, 2, 6]),
 ];
 
-fn spec_allows(from: u32, to: u32) -> bool {
+pub(super) fn spec_allows(from: u32, to: u32) -> bool {
     from == to
         || SPEC_TABLE
             .iter()

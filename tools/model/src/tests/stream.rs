@@ -12,17 +12,17 @@ use crate::stream::{
     TAG_END, TAG_PAGE, TAG_REGS, VERSION,
 };
 
-type Dirty = Bitmap<Vec<u64>>;
+pub(super) type Dirty = Bitmap<Vec<u64>>;
 
 /// A source device: memory and register blob.
 #[derive(Clone)]
-struct Dev {
-    mem: Vec<u8>,
-    regs: Vec<u8>,
+pub(super) struct Dev {
+    pub(super) mem: Vec<u8>,
+    pub(super) regs: Vec<u8>,
 }
 
 impl Dev {
-    fn random(params: &StreamParams, rng: &mut Rng) -> Self {
+    pub(super) fn random(params: &StreamParams, rng: &mut Rng) -> Self {
         let mut mem = vec![0u8; params.memory_size() as usize];
         let mut regs = vec![0u8; params.register_len() as usize];
         rng.fill(&mut mem);
@@ -31,7 +31,7 @@ impl Dev {
     }
 
     /// Overwrites a random span of a random page and marks it dirty.
-    fn scribble(&mut self, dirty: &mut Dirty, rng: &mut Rng) {
+    pub(super) fn scribble(&mut self, dirty: &mut Dirty, rng: &mut Rng) {
         let npages = self.mem.len() / PAGE_SIZE;
         if npages == 0 {
             return;
@@ -61,15 +61,15 @@ impl SaveSource for Dev {
 }
 
 /// A destination shadow.
-struct Shadow {
-    mem: Vec<u8>,
-    regs: Vec<u8>,
+pub(super) struct Shadow {
+    pub(super) mem: Vec<u8>,
+    pub(super) regs: Vec<u8>,
     regs_done: usize,
     reject_regs: bool,
 }
 
 impl Shadow {
-    fn new(params: &StreamParams) -> Self {
+    pub(super) fn new(params: &StreamParams) -> Self {
         Shadow {
             mem: vec![0u8; params.memory_size() as usize],
             regs: vec![0u8; params.register_len() as usize],
@@ -102,11 +102,11 @@ impl RestoreSink for Shadow {
     }
 }
 
-fn params(npages: usize, reg_len: u32) -> StreamParams {
+pub(super) fn params(npages: usize, reg_len: u32) -> StreamParams {
     StreamParams::new(7, (npages * PAGE_SIZE) as u64, reg_len).expect("params")
 }
 
-fn all_dirty(p: &StreamParams) -> Dirty {
+pub(super) fn all_dirty(p: &StreamParams) -> Dirty {
     let mut d = Bitmap::new(vec![0u64; words_for(p.npages())], p.npages()).expect("bitmap");
     d.set_all();
     d
@@ -138,7 +138,7 @@ fn encode(p: &StreamParams, dev: &Dev) -> Vec<u8> {
 }
 
 /// Feeds `stream` in chunks from `chunk`; returns the first error.
-fn decode_with(
+pub(super) fn decode_with(
     dec: &mut Decoder,
     sink: &mut Shadow,
     stream: &[u8],
@@ -166,7 +166,7 @@ fn decode(p: &StreamParams, stream: &[u8]) -> (Result<(), StreamError>, Shadow) 
 // Documentation/migration-stream.rst.
 
 /// The checksum, one byte-padded word at a time.
-fn naive_checksum(data: &[u8]) -> (u64, u64) {
+pub(super) fn naive_checksum(data: &[u8]) -> (u64, u64) {
     let (mut a, mut b) = (0u64, 0u64);
     for chunk in data.chunks(8) {
         let mut w = [0u8; 8];
@@ -177,7 +177,14 @@ fn naive_checksum(data: &[u8]) -> (u64, u64) {
     (a, b)
 }
 
-fn header_bytes(magic: &[u8; 8], version: u32, ty: u32, size: u64, page: u32, reg: u32) -> Vec<u8> {
+pub(super) fn header_bytes(
+    magic: &[u8; 8],
+    version: u32,
+    ty: u32,
+    size: u64,
+    page: u32,
+    reg: u32,
+) -> Vec<u8> {
     let mut h = Vec::new();
     h.extend_from_slice(magic);
     h.extend_from_slice(&version.to_le_bytes());
@@ -189,14 +196,14 @@ fn header_bytes(magic: &[u8; 8], version: u32, ty: u32, size: u64, page: u32, re
     h
 }
 
-fn record(tag: &[u8; 4], body: &[u8]) -> Vec<u8> {
+pub(super) fn record(tag: &[u8; 4], body: &[u8]) -> Vec<u8> {
     let mut r = tag.to_vec();
     r.extend_from_slice(&(body.len() as u32).to_le_bytes());
     r.extend_from_slice(body);
     r
 }
 
-fn page_record(index: u64, data: &[u8]) -> Vec<u8> {
+pub(super) fn page_record(index: u64, data: &[u8]) -> Vec<u8> {
     let mut body = index.to_le_bytes().to_vec();
     body.extend_from_slice(data);
     record(b"PAGE", &body)
@@ -211,7 +218,7 @@ fn end_record(before: &[u8]) -> Vec<u8> {
 }
 
 /// A complete stream of `parts` followed by a correct end record.
-fn seal(parts: &[Vec<u8>]) -> Vec<u8> {
+pub(super) fn seal(parts: &[Vec<u8>]) -> Vec<u8> {
     let mut s: Vec<u8> = parts.concat();
     let end = end_record(&s);
     s.extend_from_slice(&end);
