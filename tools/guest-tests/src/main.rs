@@ -17,6 +17,7 @@ mod t_bars;
 mod t_config;
 mod t_dirty;
 mod t_dma;
+mod t_hardening;
 mod t_irq;
 mod t_migration;
 mod t_misc;
@@ -151,6 +152,13 @@ const TESTS: &[Test] = tests![
     t_dma::lifecycle_reset,
     t_dma::lifecycle_remove,
     t_dma::dma_migrate,
+    t_hardening::hardening_stale_areas,
+    t_hardening::hardening_ring_frozen,
+    t_hardening::hardening_dirty_log_bound,
+    t_hardening::hardening_failed_copies,
+    t_hardening::hardening_unmap_races,
+    t_hardening::hardening_intx_level,
+    t_hardening::hardening_register_record,
     t_mtty::mtty_sysfs,
     t_mtty::mtty_legacy,
     t_mtty::mtty_iommufd,

@@ -56,7 +56,7 @@ fn expect_state(dev: &Device, want: State, what: &str) -> TResult {
     Ok(())
 }
 
-fn go(dev: &Device, path: &[State]) -> TResult {
+pub(crate) fn go(dev: &Device, path: &[State]) -> TResult {
     for s in path {
         dev.set_state(*s).map_err(|e| e.to_string())?;
     }
@@ -91,7 +91,7 @@ fn reach(dev: &Device, s: State, stream: &[u8]) -> TResult {
 
 /// Hands `stream` to the device with set-buffer actions, `chunk(pos)` bytes
 /// at a time, at the start of the data area. On failure: where, and why.
-fn feed(
+pub(crate) fn feed(
     dev: &Device,
     stream: &[u8],
     chunk: &mut dyn FnMut(usize) -> usize,
@@ -128,7 +128,7 @@ fn restore(dev: &Device, stream: &[u8], chunk: usize) -> TResult {
 }
 
 /// Reads chunks until get buffer returns 0; appends them to `out`.
-fn drain(dev: &Device, out: &mut Vec<u8>) -> Result<usize, String> {
+pub(crate) fn drain(dev: &Device, out: &mut Vec<u8>) -> Result<usize, String> {
     let mut buf = Vec::new();
     let mut n = 0;
     loop {
