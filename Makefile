@@ -8,6 +8,9 @@
 #                   clippy build), tools, host unit tests, the guest suites
 #   make demo       the main job: build what is missing, boot the test kernel
 #                   and live-migrate a running device between two mdevs
+#   make fuzz       random operations on several mdevs in the test guest,
+#                   checked against the documentation (FUZZ_SECONDS, default
+#                   120; FUZZ_SEED, default from the clock, printed)
 #   make kernel     install dependencies and build (or find) the test kernel
 #   make tools      build the userspace workspace
 #   make clippy     build the module with CLIPPY=1
@@ -46,6 +49,13 @@ test:
 .PHONY: demo
 demo:
 	qemu-tests/demo.sh
+
+# The fuzzer in the test guest; a seed it printed repeats its run.
+FUZZ_SECONDS ?= 120
+FUZZ_SEED ?=
+.PHONY: fuzz
+fuzz:
+	qemu-tests/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_SEED)
 
 # The benchmarks in the test guest (tables, no pass/fail on timings).
 .PHONY: bench

@@ -13,7 +13,7 @@ shift
 ko=$repo/vfio_mig_sample.ko
 tests=$repo/tools/target/release/vfio-mig-tests
 parent=/sys/class/mdev_bus/vfio_mig_sample
-kmemleak=/sys/kernel/debug/kmemleak
+. "$repo/qemu-tests/guest-checks.sh"
 
 pass=0
 fail=0
@@ -30,12 +30,7 @@ create_mdev() { # TYPE -> UUID on stdout
 	echo "$u" >"$parent/mdev_supported_types/vfio_mig_sample-$1/create" && echo "$u"
 }
 
-mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
-if [ -w $kmemleak ]; then
-	# Forget what boot leaked: only what the tests leak is reported.
-	echo scan >$kmemleak
-	echo clear >$kmemleak
-fi
+kmemleak_forget
 
 check "modprobe mdev" modprobe mdev
 # The C sample: the suite checks its VFIO plumbing against it too.
@@ -68,6 +63,15 @@ if [ $# -eq 0 ]; then
 		--iommufd --dirty-window 1000 --cpu-rate 3000
 	check "no guest page pinned after the migrations" \
 		test "$(cat /sys/kernel/debug/vfio_mig_sample/pinned_pages)" = 0
+	# A short fuzz run with a fixed seed (`make fuzz` runs longer ones).
+	fout=$(mktemp)
+	if "$repo/tools/target/release/vfio-mig-fuzz" --seconds 60 --seed 1 >"$fout" 2>&1; then
+		ok "fuzz, 60 s, seed 1 ($(grep -oE '^fuzz: [0-9]+ operations' "$fout" | cut -d' ' -f2) operations)"
+	else
+		bad "fuzz, 60 s, seed 1" "see below"
+		grep -vE '^  +[a-z ]+: [0-9]+/[0-9]+$' "$fout" | tail -n 40 | sed 's/^/  | /'
+	fi
+	rm -f "$fout"
 fi
 
 for d in /sys/bus/mdev/devices/*; do
@@ -87,27 +91,15 @@ else
 	rmmod vfio_mig_sample
 fi
 
-if [ -w $kmemleak ]; then
-	# Two scans: kmemleak only reports objects unreferenced in both.
-	echo scan >$kmemleak
-	sleep 1
-	echo scan >$kmemleak
-	leaks=$(cat $kmemleak)
-	if [ -z "$leaks" ]; then ok "kmemleak clean"; else
-		bad "kmemleak clean" "see below"
-		echo "$leaks" | head -n 60 | sed 's/^/  | /'
-	fi
-else
-	skip=$((skip + 1))
-	echo "skip kmemleak clean: $kmemleak not available"
-fi
-
-# Lockdep and KASAN reports start with "WARNING:" or "BUG:".
-splat='WARNING:|BUG:|Oops|KASAN:|UBSAN:|INFO: task .* blocked|Call Trace:'
-if ! dmesg | grep -qE "$splat"; then ok "dmesg clean"; else
-	bad "dmesg clean" "$(dmesg | grep -cE "$splat") matching lines, the first reports below"
-	dmesg | grep -E -B 3 -A 40 "$splat" | head -n 200 | sed 's/^/  | /'
-fi
+out=$(kmemleak_check)
+case $? in
+0) pass=$((pass + 1)) ;;
+2) skip=$((skip + 1)) ;;
+*) fail=$((fail + 1)) ;;
+esac
+echo "$out"
+if out=$(dmesg_check); then pass=$((pass + 1)); else fail=$((fail + 1)); fi
+echo "$out"
 
 echo "$pass passed, $fail failed, $skip skipped"
 [ $fail -eq 0 ]
