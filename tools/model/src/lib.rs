@@ -37,6 +37,8 @@ pub mod snapshot;
 pub mod state;
 #[path = "../../../rust/logic/stream.rs"]
 pub mod stream;
+#[path = "../../../rust/logic/v2.rs"]
+pub mod v2;
 
 #[cfg(test)]
 mod tests;
