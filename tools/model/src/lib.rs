@@ -10,6 +10,8 @@
 //! the shared files' own `#[cfg(test)]` modules.
 
 #![cfg_attr(not(test), no_std)]
+// The logic is pure: no `unsafe` in it, nor in its tests.
+#![forbid(unsafe_code)]
 // The shared items are used by the kernel and by the tests, not by this
 // library itself.
 #![allow(dead_code)]
