@@ -10,16 +10,18 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use rand::RngExt;
-use vfio_mig::migration::{
-    Field, DATA_OFFSET, DEFAULT_BITMAP_OFFSET as BITMAP_OFF, DEFAULT_DATA_LEN as DATA_LEN,
-    DEFAULT_REGION_SIZE as MIG_SIZE,
+use vfio_mig::abi::migration::{
+    BITMAP_OFFSET as BITMAP_OFF, DATA_LEN, DATA_OFFSET, REGION_SIZE as MIG_SIZE,
 };
-use vfio_mig::sample::{self, reg};
+use vfio_mig::abi::{bar0, config, region};
+use vfio_mig::sample::{self, register_name};
 use vfio_mig::uapi::vfio;
-use vfio_mig::{region_offset, Device, EventFd, GuestMemory, Mdev, OpenPath, Parent, State};
+use vfio_mig::{Device, DeviceState as State, EventFd, Field, GuestMemory, Mdev, OpenPath, Parent};
 
 use crate::pick::{self, chance, one, Rng};
-use crate::slot::{Kind, Map, Open, Slot, Violation, MIG};
+use crate::slot::{Kind, Map, Open, Slot, Violation};
+
+const MIG: u32 = region::MIGRATION;
 
 const EINVAL: i32 = libc::EINVAL;
 const EBUSY: i32 = libc::EBUSY;
@@ -262,9 +264,9 @@ impl Fuzz {
         let open = self.slots[i].open(path)?;
         let fresh = &mut self.fresh[kind as usize];
         if fresh.is_none() {
-            let mut c = vec![0u8; sample::CONFIG_SIZE];
+            let mut c = vec![0u8; config::SIZE];
             open.dev
-                .read_region(sample::CONFIG, 0, &mut c)
+                .read_region(region::CONFIG, 0, &mut c)
                 .map_err(|e| format!("read config space: {e}"))?;
             *fresh = Some(c);
         }
@@ -332,7 +334,7 @@ impl Fuzz {
         let o = self.opened(i)?;
         let mut buf = vec![0u8; len];
         let what = format!("read {len} bytes at region {index} offset {off:#x}");
-        let r = o.dev.pread(region_offset(index) + off, &mut buf);
+        let r = o.dev.pread(region::offset(index) + off, &mut buf);
         let done = allow(r, &[EINVAL], &what)?;
         if let Some(n) = done {
             if n != len {
@@ -359,7 +361,7 @@ impl Fuzz {
         }
         let o = self.opened(i)?;
         let what = format!("write {len} bytes at region {index} offset {off:#x}");
-        let r = o.dev.pwrite(region_offset(index) + off, &data);
+        let r = o.dev.pwrite(region::offset(index) + off, &data);
         let done = allow(r, &[EINVAL, EBUSY], &what)?;
         if let Some(n) = done {
             if n != len {
@@ -414,15 +416,15 @@ impl Fuzz {
         &mut self,
         i: usize,
         op: &'static str,
-        first: u64,
+        first: u32,
         words: &[u32],
     ) -> Result<(), Violation> {
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        self.note(format!("  {} <- {words:x?}", reg::name(first)));
+        self.note(format!("  {} <- {words:x?}", register_name(first)));
         let o = self.opened(i)?;
-        let what = format!("write {words:x?} from {}", reg::name(first));
+        let what = format!("write {words:x?} from {}", register_name(first));
         let done = allow(
-            o.dev.write_region(sample::BAR0, first, &bytes),
+            o.dev.write_region(region::BAR0, first.into(), &bytes),
             &[EBUSY],
             &what,
         )?;
@@ -431,27 +433,27 @@ impl Fuzz {
     }
 
     fn bar0_register(&mut self, i: usize) -> Result<(), Violation> {
-        const REGS: &[u64] = &[
-            reg::SCRATCH,
-            reg::IRQ_STATUS,
-            reg::IRQ_ENABLE,
-            reg::DOORBELL,
-            reg::DMA_DEV_OFF,
-            reg::DMA_LEN,
-            reg::DMA_CMD,
-            reg::DMA_CTRL,
-            reg::RING_IOVA_LO,
-            reg::RING_PAGES,
-            reg::RING_CTRL,
-            reg::BG_PAGES,
-            reg::BG_RATE,
-            reg::BG_CTRL,
-            reg::PINNED_PAGES,
+        const REGS: &[u32] = &[
+            bar0::SCRATCH,
+            bar0::IRQ_STATUS,
+            bar0::IRQ_ENABLE,
+            bar0::DOORBELL,
+            bar0::DMA_DEV_OFF,
+            bar0::DMA_LEN,
+            bar0::DMA_CMD,
+            bar0::DMA_CTRL,
+            bar0::RING_IOVA_LO,
+            bar0::RING_PAGES,
+            bar0::RING_CTRL,
+            bar0::BG_PAGES,
+            bar0::BG_RATE,
+            bar0::BG_CTRL,
+            bar0::PINNED_PAGES,
         ];
         let off = one(&mut self.rng, REGS);
         let v = match off {
-            reg::RING_IOVA_LO => self.iova(i, true) as u32,
-            reg::BG_RATE => self.rng.random_range(1..3000),
+            bar0::RING_IOVA_LO => self.iova(i, true) as u32,
+            bar0::BG_RATE => self.rng.random_range(1..3000),
             _ => pick::value32(&mut self.rng),
         };
         self.bar0_write(i, "bar0 register", off, &[v])
@@ -475,12 +477,12 @@ impl Fuzz {
         };
         let pattern = rng.random();
         let words = [dev_off, iova as u32, (iova >> 32) as u32, len, pattern, cmd];
-        self.bar0_write(i, "dma command", reg::DMA_DEV_OFF, &words)
+        self.bar0_write(i, "dma command", bar0::DMA_DEV_OFF, &words)
     }
 
     fn ring(&mut self, i: usize) -> Result<(), Violation> {
         if chance(&mut self.rng, 2, 5) {
-            return self.bar0_write(i, "ring", reg::RING_CTRL, &[0]);
+            return self.bar0_write(i, "ring", bar0::RING_CTRL, &[0]);
         }
         let iova = self.iova(i, true);
         let rng = &mut self.rng;
@@ -490,12 +492,12 @@ impl Fuzz {
         };
         let ctrl = one(rng, &[1, 3, 3, 2, 0]);
         let words = [iova as u32, (iova >> 32) as u32, pages, ctrl];
-        self.bar0_write(i, "ring", reg::RING_IOVA_LO, &words)
+        self.bar0_write(i, "ring", bar0::RING_IOVA_LO, &words)
     }
 
     fn writer(&mut self, i: usize) -> Result<(), Violation> {
         if chance(&mut self.rng, 1, 3) {
-            return self.bar0_write(i, "writer", reg::BG_CTRL, &[0]);
+            return self.bar0_write(i, "writer", bar0::BG_CTRL, &[0]);
         }
         let iova = self.iova(i, true);
         let rng = &mut self.rng;
@@ -510,7 +512,7 @@ impl Fuzz {
             pick::value32(rng)
         };
         let words = [iova as u32, (iova >> 32) as u32, pages, rate, 1];
-        self.bar0_write(i, "writer", reg::BG_IOVA_LO, &words)
+        self.bar0_write(i, "writer", bar0::BG_IOVA_LO, &words)
     }
 
     // -----------------------------------------------------------------------
@@ -681,7 +683,7 @@ impl Fuzz {
         o.areas_used = true;
         for (at, b) in &writes {
             Self::drain(dev, &mut stream, 3)?;
-            dev.write_region(sample::BAR2, *at, b)
+            dev.write_region(region::BAR2, *at, b)
                 .map_err(|e| format!("BAR2 write during pre-copy: {e}"))?;
         }
         Self::drain(dev, &mut stream, usize::MAX)?;
@@ -696,7 +698,7 @@ impl Fuzz {
             .map_err(|e| e.to_string())?;
         o.state = State::SaveCompleted;
         let mut memory = vec![0u8; mem as usize];
-        dev.read_region(sample::BAR2, 0, &mut memory)
+        dev.read_region(region::BAR2, 0, &mut memory)
             .map_err(|e| e.to_string())?;
         if chance(&mut self.rng, 1, 2) {
             self.bring(src, &[State::Running])?;
@@ -798,7 +800,7 @@ impl Fuzz {
         if let (true, Some(want)) = (committed, memory) {
             let mut got = vec![0u8; want.len()];
             o.dev
-                .read_region(sample::BAR2, 0, &mut got)
+                .read_region(region::BAR2, 0, &mut got)
                 .map_err(|e| e.to_string())?;
             if let Some(b) = (0..got.len()).find(|&b| got[b] != want[b]) {
                 return Err(format!(
@@ -833,7 +835,7 @@ impl Fuzz {
         let fits = len > 0 && off + len as u64 <= 0x100;
         let errnos: &[i32] = if fits { &[] } else { &[EINVAL] };
         let done = allow(
-            o.dev.write_region(sample::CONFIG, off, &data),
+            o.dev.write_region(region::CONFIG, off, &data),
             errnos,
             &what,
         )?;
@@ -960,9 +962,13 @@ impl Fuzz {
         }
         let k = (pick % o.maps.len() as u64) as usize;
         let m = o.maps.remove(k);
-        let rd = |off| o.dev.read32(sample::BAR0, off).map_err(|e| e.to_string());
-        let ring = (u64::from(rd(reg::RING_IOVA_HI)?) << 32) | u64::from(rd(reg::RING_IOVA_LO)?);
-        let ring_len = u64::from(rd(reg::RING_PAGES)?) * PAGE;
+        let rd = |off: u32| {
+            o.dev
+                .read32(region::BAR0, off.into())
+                .map_err(|e| e.to_string())
+        };
+        let ring = (u64::from(rd(bar0::RING_IOVA_HI)?) << 32) | u64::from(rd(bar0::RING_IOVA_LO)?);
+        let ring_len = u64::from(rd(bar0::RING_PAGES)?) * PAGE;
         let hit =
             pinned > 0 && ring < m.iova + m.pages * PAGE && m.iova < ring.saturating_add(ring_len);
         o.dev.unmap_dma(m.iova).map_err(|e| {
@@ -972,7 +978,7 @@ impl Fuzz {
             )
         })?;
         if hit {
-            let (ctrl, err, now) = (rd(reg::RING_CTRL)?, rd(reg::RING_ERROR)?, o.pinned()?);
+            let (ctrl, err, now) = (rd(bar0::RING_CTRL)?, rd(bar0::RING_ERROR)?, o.pinned()?);
             if (ctrl, err, now) != (0, libc::ECANCELED as u32, 0) {
                 return Err(format!(
                     "unmapped the pinned ring's range: RING_CTRL {ctrl:#x}, RING_ERROR {err}, \

@@ -4,12 +4,10 @@
 //! invariants after every step and the power-on state after a reset or an
 //! open (Documentation/device.rst, "Reset"; migration-abi.rst).
 
-use vfio_mig::migration::{
-    Field, DATA_OFFSET, DEFAULT_BITMAP_LEN as BITMAP_LEN, DEFAULT_BITMAP_OFFSET as BITMAP_OFF,
-    DEFAULT_DATA_LEN as DATA_LEN,
-};
-use vfio_mig::sample::{self, reg};
-use vfio_mig::{Device, EventFd, Mdev, OpenPath, State};
+use vfio_mig::abi::migration::{BITMAP_LEN, BITMAP_OFFSET, DATA_LEN, DATA_OFFSET};
+use vfio_mig::abi::{bar0, config, region};
+use vfio_mig::sample::register_name;
+use vfio_mig::{Device, DeviceState as State, EventFd, Field, Mdev, OpenPath};
 
 /// What a check found wrong.
 pub type Violation = String;
@@ -38,9 +36,6 @@ impl Kind {
         }
     }
 }
-
-/// The migration region's index.
-pub const MIG: u32 = 9;
 
 /// Guest RAM mapped for the device's DMA (the device keeps the memory).
 pub struct Map {
@@ -94,7 +89,7 @@ impl Open {
     pub fn pinned(&self) -> Result<u64, Violation> {
         let v = self
             .dev
-            .read32(sample::BAR0, reg::PINNED_PAGES)
+            .read32(region::BAR0, bar0::PINNED_PAGES.into())
             .map_err(|e| err("read PINNED_PAGES", e))?;
         Ok(u64::from(v))
     }
@@ -124,11 +119,11 @@ impl Open {
         }
         for (name, off, len) in [
             ("data area", DATA_OFFSET, DATA_LEN),
-            ("bitmap area", BITMAP_OFF, BITMAP_LEN),
+            ("bitmap area", BITMAP_OFFSET, BITMAP_LEN),
         ] {
             let mut b = vec![0u8; len as usize];
             self.dev
-                .read_region(MIG, off, &mut b)
+                .read_region(region::MIGRATION, off, &mut b)
                 .map_err(|e| err(&format!("read the {name}"), e))?;
             if let Some(i) = b.iter().position(|&x| x != 0) {
                 return Err(format!(
@@ -146,37 +141,37 @@ impl Open {
         self.check_state()?;
         let mut regs = vec![0u8; 0x100];
         self.dev
-            .read_region(sample::BAR0, 0, &mut regs)
+            .read_region(region::BAR0, 0, &mut regs)
             .map_err(|e| err("read BAR0", e))?;
         for (i, w) in regs.chunks_exact(4).enumerate() {
-            let off = i as u64 * 4;
+            let off = i as u32 * 4;
             let got = u32::from_le_bytes(w.try_into().unwrap_or_default());
             let want = match off {
-                reg::ID => sample::ID_VALUE,
-                reg::VERSION => 0x0001_0000,
-                reg::MEM_SIZE => kind.mem_size() as u32,
+                bar0::ID => bar0::ID_VALUE,
+                bar0::VERSION => bar0::VERSION_VALUE,
+                bar0::MEM_SIZE => kind.mem_size() as u32,
                 _ => 0,
             };
             if got != want {
                 return Err(format!(
                     "{} reads {got:#x} at power-on, want {want:#x}",
-                    reg::name(off)
+                    register_name(off)
                 ));
             }
         }
-        let mut config = vec![0u8; sample::CONFIG_SIZE];
+        let mut cfg = vec![0u8; config::SIZE];
         self.dev
-            .read_region(sample::CONFIG, 0, &mut config)
+            .read_region(region::CONFIG, 0, &mut cfg)
             .map_err(|e| err("read config space", e))?;
-        if let Some(i) = (0..config.len()).find(|&i| config[i] != fresh_config[i]) {
+        if let Some(i) = (0..cfg.len()).find(|&i| cfg[i] != fresh_config[i]) {
             return Err(format!(
                 "config byte {i:#x} reads {:#04x} at power-on, want {:#04x}",
-                config[i], fresh_config[i]
+                cfg[i], fresh_config[i]
             ));
         }
         let mut mem = vec![0u8; kind.mem_size() as usize];
         self.dev
-            .read_region(sample::BAR2, 0, &mut mem)
+            .read_region(region::BAR2, 0, &mut mem)
             .map_err(|e| err("read device memory", e))?;
         if let Some(i) = mem.iter().position(|&b| b != 0) {
             return Err(format!(

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vfio_mig::{Device, EventFd, GuestMemory, OpenPath, State};
+use vfio_mig::{Device, DeviceState as State, EventFd, GuestMemory, OpenPath};
 
-use crate::device::{bar0, cfg, dma, irq, mig, region, SMALL};
+use crate::device::{bar0, cfg, dma, irq, mig, region, region_offset, SMALL};
 use crate::dmautil::{
     expect_errno_reg, expect_pinned_total, expect_reg, pin_ring, pin_ring_ok, pinned_total, rd,
     run, run_ok, wr, wr_iova, Cmd, Ram, PAGE,
@@ -398,7 +398,7 @@ pub fn hardening_failed_copies(env: &Env) -> TResult {
     // Every page is sent; now two copies fail halfway.
     let before = bar2(src)?;
     let buf = HalfReadable::new(0xab)?;
-    let pos = vfio_mig::region_offset(B2) + PAGE;
+    let pos = region_offset(B2) + PAGE;
     // SAFETY: the buffer is a live mapping of two pages (the second is
     // PROT_NONE, which the kernel must report as EFAULT).
     let n = unsafe { libc::pwrite(src.fd(), buf.0, 2 * PAGE as usize, pos as libc::off_t) };

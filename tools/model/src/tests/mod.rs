@@ -3,6 +3,7 @@
 //! Host-only tests of the shared logic.
 
 mod bitmap;
+mod header;
 mod prop_dirty_log;
 mod prop_regions;
 mod prop_state;

@@ -8,7 +8,8 @@
 
 use proptest::prelude::*;
 
-use crate::migration_region::{decode, dirty_query_pages, set_buffer_span, Field, Refused, Target};
+use crate::abi::migration::Field;
+use crate::migration_region::{decode, dirty_query_pages, set_buffer_span, Refused, Target};
 use crate::regions::{locate, BadAccess, Region};
 
 /// The fields of `struct vfio_device_migration_info`: offset, width,
@@ -21,7 +22,7 @@ const FIELDS: [(u64, usize, bool, Field); 10] = [
     (28, 8, true, Field::ThresholdSize),
     (36, 8, true, Field::DataOffset),
     (44, 8, true, Field::DataSize),
-    (52, 8, true, Field::DirtyStart),
+    (52, 8, true, Field::DirtyStartAddr),
     (60, 8, true, Field::DirtyTotal),
     (68, 8, false, Field::DirtyCopied),
 ];

@@ -11,7 +11,8 @@
 use proptest::prelude::*;
 
 use super::state::spec_allows;
-use crate::state::{plan_raw, Action, DeviceState};
+use crate::abi::migration::DeviceState;
+use crate::state::{plan_raw, Action};
 
 /// States 4..=7 are quiesced (the "device works" column).
 fn doc_running(s: u32) -> bool {

@@ -15,7 +15,8 @@ use super::stream::{
     all_dirty, decode_with, header_bytes, naive_checksum, page_record, params, record, seal, Dev,
     Shadow,
 };
-use crate::stream::{Decoder, Encoder, StreamParams, PAGE_SIZE, VERSION};
+use crate::abi::stream::{PAGE_SIZE, VERSION};
+use crate::stream::{Decoder, Encoder, StreamParams};
 
 /// What an accepted stream restores: device memory and the register blob.
 type Restored = (Vec<u8>, Vec<u8>);
