@@ -22,8 +22,8 @@ use vfio_mig::{Device, DeviceState as State, EventFd, GuestMemory, OpenPath};
 
 use crate::device::{bar0, cfg, dma, irq, mig, region, region_offset, SMALL};
 use crate::dmautil::{
-    expect_errno_reg, expect_pinned_total, expect_reg, pin_ring, pin_ring_ok, pinned_total, rd,
-    run, run_ok, wr, wr_iova, Cmd, Ram, PAGE,
+    expect_errno_reg, expect_pinned_total, expect_reg, pin_ring, pin_ring_ok, pinned_total,
+    program, rd, run, run_ok, wr, wr_iova, Cmd, Ram, PAGE,
 };
 use crate::t_config::{same_bytes, snapshot};
 use crate::t_migration::{drain, feed, go};
@@ -465,11 +465,19 @@ pub fn hardening_unmap_races(env: &Env) -> TResult {
             }
             Ok(n)
         });
+        // Commands over the RAM; resets may drop them (DMA_STATUS IDLE).
         let cmds = sc.spawn(|| -> Result<u32, String> {
             let mut n = 0;
             while !stop.load(Ordering::Acquire) {
-                run(dev, &Cmd::fill(BASE + 12 * PAGE, 64, 0x0e0e_0e0e))?;
-                n += 1;
+                program(dev, &Cmd::fill(BASE + 12 * PAGE, 64, 0x0e0e_0e0e))?;
+                match dev.write32(B0, dma::CMD, dma::CMD_FILL) {
+                    Ok(()) => n += 1,
+                    Err(e) if e.errno() == Some(libc::EBUSY) => {}
+                    Err(e) => return Err(format!("queue a FILL: {e}")),
+                }
+                while rd(dev, dma::STATUS)? == dma::QUEUED && !stop.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
             }
             Ok(n)
         });
