@@ -199,9 +199,15 @@ impl Migration {
     }
 
     /// Back to `NONE` (region) and `RUNNING` (v2) with no stream, no data
-    /// file and cleared registers. v2 DMA logging stays on if it was: the
-    /// guest pages the device wrote before are still to be reported.
+    /// file, cleared registers and zeroed data and bitmap areas: nothing a
+    /// session staged is readable in the next one. v2 DMA logging stays on
+    /// if it was: the guest pages the device wrote before are still to be
+    /// reported.
     pub(super) fn reset(&mut self) {
+        self.data.fill(0);
+        self.bitmap.fill(0);
+        self.touched_len = 0;
+        self.bitmap_scribbled = false;
         self.state = DeviceState::None;
         self.v2 = V2State::Running;
         self.file_id = 0;
