@@ -138,7 +138,10 @@ impl DmaRegs {
 
     /// Writes the register at `off`.
     pub(crate) fn write(&mut self, off: u32, val: u32) -> DmaWrite {
+        // The settings of a pinned ring and of a running writer are what
+        // the device holds: writes to them are ignored until it lets go.
         let writer_on = self.bg_ctrl & BG_ENABLE != 0;
+        let ring_pinned = self.ring_ctrl & RING_PINNED != 0;
         match off {
             bar0::DMA_DEV_OFF => self.dev_off = val,
             bar0::DMA_IOVA_LO => set_lo(&mut self.iova, val),
@@ -155,9 +158,9 @@ impl DmaRegs {
                 self.ctrl = val & DMA_CTRL_PAUSE;
                 return DmaWrite::Kick;
             }
-            bar0::RING_IOVA_LO => set_lo(&mut self.ring_iova, val),
-            bar0::RING_IOVA_HI => set_hi(&mut self.ring_iova, val),
-            bar0::RING_PAGES => self.ring_pages = val,
+            bar0::RING_IOVA_LO if !ring_pinned => set_lo(&mut self.ring_iova, val),
+            bar0::RING_IOVA_HI if !ring_pinned => set_hi(&mut self.ring_iova, val),
+            bar0::RING_PAGES if !ring_pinned => self.ring_pages = val,
             bar0::RING_CTRL => {
                 self.ring_ctrl = val & (RING_PINNED | RING_WRITABLE);
                 return DmaWrite::Ring;
@@ -423,6 +426,14 @@ mod tests {
         assert_eq!(r.ring_plan(), Err(errno::EINVAL));
         assert_eq!(r.write(bar0::RING_CTRL, 0xff), DmaWrite::Ring);
         assert_eq!(r.ring_ctrl, RING_PINNED | RING_WRITABLE);
+        // The settings are frozen while it is pinned.
+        r.write(bar0::RING_PAGES, 3);
+        r.write(bar0::RING_IOVA_LO, 0x5000);
+        r.write(bar0::RING_IOVA_HI, 1);
+        assert_eq!((r.ring_pages, r.ring_iova), (1, u64::MAX - 4095));
+        r.write(bar0::RING_CTRL, 0);
+        r.write(bar0::RING_PAGES, 3);
+        assert_eq!(r.ring_pages, 3);
     }
 
     #[test]

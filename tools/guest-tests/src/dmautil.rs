@@ -368,9 +368,10 @@ pub fn expect_pinned_total(want: u64, what: &str) -> TResult {
     Ok(())
 }
 
-/// Writes the ring's registers and `RING_CTRL`; returns what `RING_CTRL`
-/// reads afterwards.
+/// Releases the ring (its settings are frozen while it is pinned), writes
+/// them and `RING_CTRL`; returns what `RING_CTRL` reads afterwards.
 pub fn pin_ring(dev: &Device, iova: u64, pages: u32, writable: bool) -> Result<u32, String> {
+    wr(dev, dma::RING_CTRL, 0)?;
     wr_iova(dev, dma::RING_IOVA_LO, iova)?;
     wr(dev, dma::RING_PAGES, pages)?;
     let ctrl = dma::RING_PINNED | if writable { dma::RING_WRITABLE } else { 0 };

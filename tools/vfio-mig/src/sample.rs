@@ -120,9 +120,11 @@ impl Regs<'_> {
         self.wait_dma(Duration::from_secs(30))
     }
 
-    /// Pins the ring (`writable`: for device writes too); returns
+    /// Pins the ring (`writable`: for device writes too), releasing the
+    /// one pinned (its settings are frozen while it is); returns
     /// `RING_ERROR` (0 on success).
     pub fn pin_ring(&self, iova: u64, pages: u32, writable: bool) -> Result<u32> {
+        self.unpin_ring()?;
         self.write_iova(bar0::RING_IOVA_LO, iova)?;
         self.write(bar0::RING_PAGES, pages)?;
         let ctrl = RING_PINNED | if writable { RING_WRITABLE } else { 0 };
