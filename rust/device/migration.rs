@@ -14,7 +14,9 @@ use crate::logic::abi::migration::{
 };
 use crate::logic::abi::{config, stream::PAGE_SIZE, GUEST_PAGE_SIZE};
 use crate::logic::bitmap::{words_for, Bitmap};
-use crate::logic::dirty_log::{BitmapArea, Chunk, ChunkStore, DirtyLog, OutOfMemory};
+use crate::logic::dirty_log::{
+    BitmapArea, ChunkBits, ChunkStore, DirtyLog, OutOfMemory, MAX_CHUNKS,
+};
 use crate::logic::migration_region::{self as layout, Target};
 use crate::logic::regs::Registers;
 use crate::logic::snapshot::{self, BLOB_LEN};
@@ -25,7 +27,9 @@ use crate::logic::stream::{
 use crate::logic::v2::V2State;
 use crate::vfio;
 use core::ops::Range;
+use kernel::alloc::flags::__GFP_NOWARN;
 use kernel::prelude::*;
+use kernel::rbtree::{Entry, RBTree, RBTreeNodeReservation};
 use kernel::uaccess::{UserSliceReader, UserSliceWriter};
 
 /// Migration state of one device, shared by its two interfaces: the
@@ -56,7 +60,7 @@ pub(super) struct Migration {
     /// Device-memory pages written since the stream last carried them.
     mem_dirty: Bitmap<KVec<u64>>,
     /// Guest pages the device wrote since a dirty query last reported them.
-    pub(super) guest_dirty: DirtyLog<ChunkVec>,
+    pub(super) guest_dirty: DirtyLog<ChunkTree>,
     /// The data area: chunks staged in either direction.
     data: KVVec<u8>,
     /// The dirty-bitmap area.
@@ -71,32 +75,72 @@ pub(super) struct Migration {
     pub(super) resume: Option<Resume>,
 }
 
-/// The dirty log's chunks, in a kernel vector.
-pub(super) struct ChunkVec(KVec<Chunk>);
+/// The dirty log's chunks: a red-black tree of small nodes, so that a mark
+/// costs O(log n), no allocation is larger than a node (none can warn), and
+/// clearing the log frees it all.
+pub(super) struct ChunkTree {
+    tree: RBTree<u64, ChunkBits>,
+    len: usize,
+}
 
-impl ChunkStore for ChunkVec {
-    fn chunks(&self) -> &[Chunk] {
-        &self.0
-    }
-
-    fn chunks_mut(&mut self) -> &mut [Chunk] {
-        &mut self.0
-    }
-
-    fn insert(&mut self, at: usize, chunk: Chunk) -> Result<(), OutOfMemory> {
-        self.0.push(chunk, GFP_KERNEL).map_err(|_| OutOfMemory)?;
-        if let Some(tail) = self.0.get_mut(at..) {
-            tail.rotate_right(1);
+impl ChunkTree {
+    fn new() -> Self {
+        ChunkTree {
+            tree: RBTree::new(),
+            len: 0,
         }
-        Ok(())
+    }
+}
+
+impl ChunkStore for ChunkTree {
+    fn len(&self) -> usize {
+        self.len
     }
 
-    fn truncate(&mut self, len: usize) {
-        if len < self.0.len() {
-            // SAFETY: Shrinking keeps an initialised prefix, and `Chunk` is
-            // `Copy`, so the dropped tail needs no drop.
-            unsafe { self.0.set_len(len) };
+    fn get_mut(&mut self, index: u64) -> Option<&mut ChunkBits> {
+        self.tree.get_mut(&index)
+    }
+
+    fn insert(&mut self, index: u64) -> Result<&mut ChunkBits, OutOfMemory> {
+        // Past the log's bound it overflows instead: no failure to report.
+        let node =
+            RBTreeNodeReservation::new(GFP_KERNEL | __GFP_NOWARN).map_err(|_| OutOfMemory)?;
+        match self.tree.entry(index) {
+            Entry::Vacant(slot) => {
+                self.len += 1;
+                Ok(slot.insert(ChunkBits::default(), node))
+            }
+            Entry::Occupied(chunk) => Ok(chunk.into_mut()),
         }
+    }
+
+    fn retain_range(
+        &mut self,
+        first: u64,
+        last: u64,
+        mut visit: impl FnMut(u64, &mut ChunkBits) -> bool,
+    ) {
+        let mut cursor = self.tree.cursor_lower_bound(&first);
+        while let Some(mut c) = cursor {
+            let (&index, bits) = c.current_mut();
+            if index > last {
+                break;
+            }
+            if visit(index, bits) {
+                cursor = c.move_next();
+            } else {
+                // The cursor moves to the next chunk, or to the previous
+                // one when this was the last: then the walk is over.
+                let (next, _) = c.remove_current();
+                self.len = self.len.saturating_sub(1);
+                cursor = next.filter(|n| *n.current().0 > index);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.tree = RBTree::new();
+        self.len = 0;
     }
 }
 
@@ -187,7 +231,7 @@ impl Migration {
             dirty_copied: 0,
             params,
             mem_dirty: Bitmap::new(words, npages)?,
-            guest_dirty: DirtyLog::new(ChunkVec(KVec::new())),
+            guest_dirty: DirtyLog::new(ChunkTree::new(), MAX_CHUNKS),
             data: zeroed_bytes(DATA_LEN as usize)?,
             bitmap: zeroed_bytes(BITMAP_LEN as usize)?,
             touched: KVVec::from_elem(0u32, BITMAP_LEN as usize / 8, GFP_KERNEL)?,
@@ -579,7 +623,7 @@ impl State {
 /// `emit(k)` for page `start + k`. What the region's dirty query and a v2
 /// DMA-logging report share.
 pub(super) fn report_dirty(
-    log: &mut DirtyLog<ChunkVec>,
+    log: &mut DirtyLog<ChunkTree>,
     start: u64,
     pages: u64,
     ring: Option<(u64, u64)>,

@@ -4,130 +4,152 @@
 //! were last reported, and how a dirty-bitmap query turns it into the
 //! bitmap area.
 //!
-//! The log is sparse so that it fits guests of any size: a sorted array of
-//! chunks, each the bits of 512 consecutive pages (2 MiB of IOVA). A query
-//! binary-searches its first chunk and walks only the chunks that hold dirty
-//! pages, so its cost grows with the number of dirty pages, not with the
-//! size of the range. The bitmap area is cleared the same way: the query
-//! remembers which of its words it set, and the next query zeroes only
-//! those.
+//! The log is sparse so that it fits guests of any size: an ordered map of
+//! chunks, each the bits of 512 consecutive pages (2 MiB of IOVA). A mark
+//! finds or adds its chunk in O(log n); a query walks only the chunks that
+//! hold dirty pages in its range, so its cost grows with the number of
+//! dirty pages, not with the size of the range. The bitmap area is cleared
+//! the same way: the query remembers which of its words it set, and the
+//! next query zeroes only those.
 //!
-//! The storage is the caller's ([`ChunkStore`]): a kernel vector in the
-//! module, a `Vec` in the host tests.
+//! The log's memory is bounded: it holds at most [`MAX_CHUNKS`] chunks (a
+//! device that wrote more 2 MiB regions between two reports than that has
+//! written across 8 GiB). A mark that would need one more, or that the
+//! store cannot allocate, turns the log into "every page is dirty" until it
+//! is cleared, the safe direction for a migration; the chunks are freed
+//! then, and whenever the log is cleared.
+//!
+//! The storage is the caller's ([`ChunkStore`]): a red-black tree of small
+//! nodes in the module, a `BTreeMap` in the host tests.
 
 /// Pages per chunk.
 pub(crate) const CHUNK_PAGES: u64 = 512;
 const CHUNK_WORDS: usize = (CHUNK_PAGES / 64) as usize;
+/// Most chunks the log holds (each covers 2 MiB of IOVA).
+pub(crate) const MAX_CHUNKS: usize = 4096;
 
-/// The dirty bits of pages `index * 512 .. index * 512 + 512`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Chunk {
-    index: u64,
-    bits: [u64; CHUNK_WORDS],
-}
-
-impl Chunk {
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
-        self.bits.iter().all(|&w| w == 0)
-    }
-}
+/// The dirty bits of the 512 pages of one chunk.
+pub(crate) type ChunkBits = [u64; CHUNK_WORDS];
 
 /// The store could not grow.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct OutOfMemory;
 
-/// Growable storage of chunks, kept sorted by index by [`DirtyLog`].
+/// Chunks by index (chunk `i` holds pages `i * 512 .. i * 512 + 512`), in
+/// index order.
 pub(crate) trait ChunkStore {
-    /// The chunks.
-    fn chunks(&self) -> &[Chunk];
-    /// The chunks, mutable.
-    fn chunks_mut(&mut self) -> &mut [Chunk];
-    /// Inserts `chunk` at position `at` (at most the length).
-    fn insert(&mut self, at: usize, chunk: Chunk) -> Result<(), OutOfMemory>;
-    /// Keeps the first `len` chunks.
-    fn truncate(&mut self, len: usize);
+    /// Number of chunks.
+    fn len(&self) -> usize;
+    /// The bits of chunk `index`, if it is there.
+    fn get_mut(&mut self, index: u64) -> Option<&mut ChunkBits>;
+    /// Adds chunk `index` (not there yet) with no bits set.
+    fn insert(&mut self, index: u64) -> Result<&mut ChunkBits, OutOfMemory>;
+    /// Calls `visit` on the chunks with an index in `first..=last`, in
+    /// increasing order, and removes those for which it returns `false`.
+    fn retain_range(
+        &mut self,
+        first: u64,
+        last: u64,
+        visit: impl FnMut(u64, &mut ChunkBits) -> bool,
+    );
+    /// Removes every chunk and frees their memory.
+    fn clear(&mut self);
 }
 
 /// The log of guest pages the device dirtied.
 ///
 /// # Invariants
 ///
-/// The chunks are sorted by strictly increasing index. When `overflowed`,
-/// a mark could not be stored, and every page counts as dirty until the
-/// log is cleared.
+/// Every chunk in the store has a bit set, and there are at most `limit`.
+/// When `overflowed`, a mark could not be stored: the store is empty and
+/// every page counts as dirty until the log is cleared.
 pub(crate) struct DirtyLog<S> {
     store: S,
+    limit: usize,
     overflowed: bool,
 }
 
 impl<S: ChunkStore> DirtyLog<S> {
-    /// An empty log in `store` (which must be empty).
-    pub(crate) fn new(store: S) -> Self {
+    /// An empty log in `store` (which must be empty) of at most `limit`
+    /// chunks ([`MAX_CHUNKS`] in the module).
+    pub(crate) fn new(store: S, limit: usize) -> Self {
         DirtyLog {
             store,
+            limit,
             overflowed: false,
         }
     }
 
     /// Forgets every mark.
     pub(crate) fn clear(&mut self) {
-        self.store.truncate(0);
+        self.store.clear();
         self.overflowed = false;
     }
 
-    /// Whether a mark was lost for want of memory (then every page is
-    /// reported dirty until [`Self::clear`]).
+    /// Gives up precision: every page is dirty from now on, and the
+    /// chunks' memory goes.
+    fn overflow(&mut self) {
+        self.store.clear();
+        self.overflowed = true;
+    }
+
+    /// Whether the log gave up precision (then every page is reported
+    /// dirty until [`Self::clear`]).
     #[cfg(test)]
     pub(crate) fn overflowed(&self) -> bool {
         self.overflowed
     }
 
+    /// Number of chunks held.
+    #[cfg(test)]
+    pub(crate) fn chunks(&self) -> usize {
+        self.store.len()
+    }
+
     /// Number of dirty pages in the log.
     #[cfg(test)]
-    pub(crate) fn count(&self) -> u64 {
-        self.store
-            .chunks()
-            .iter()
-            .flat_map(|c| c.bits.iter())
-            .map(|w| u64::from(w.count_ones()))
-            .sum()
+    pub(crate) fn count(&mut self) -> u64 {
+        let mut n = 0;
+        self.store.retain_range(0, u64::MAX, |_, bits| {
+            n += bits.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+            true
+        });
+        n
+    }
+
+    /// The bits of chunk `index`, added if it is not there and the bound
+    /// allows.
+    fn chunk(&mut self, index: u64) -> Option<&mut ChunkBits> {
+        if self.store.get_mut(index).is_some() {
+            return self.store.get_mut(index);
+        }
+        if self.store.len() >= self.limit {
+            return None;
+        }
+        self.store.insert(index).ok()
     }
 
     /// Marks `count` pages from page frame `first` dirty.
     pub(crate) fn mark(&mut self, first: u64, count: u64) {
+        if self.overflowed {
+            return;
+        }
         let Some(end) = first.checked_add(count) else {
-            self.overflowed = true;
+            self.overflow();
             return;
         };
         let mut page = first;
         while page < end {
             let index = page / CHUNK_PAGES;
             let chunk_end = (index + 1).saturating_mul(CHUNK_PAGES).min(end);
-            let at = match self
-                .store
-                .chunks()
-                .binary_search_by_key(&index, |c| c.index)
-            {
-                Ok(at) => at,
-                Err(at) => {
-                    let fresh = Chunk {
-                        index,
-                        ..Chunk::default()
-                    };
-                    if self.store.insert(at, fresh).is_err() {
-                        self.overflowed = true;
-                        return;
-                    }
-                    at
-                }
+            let Some(bits) = self.chunk(index) else {
+                self.overflow();
+                return;
             };
-            if let Some(chunk) = self.store.chunks_mut().get_mut(at) {
-                for p in page..chunk_end {
-                    let bit = p % CHUNK_PAGES;
-                    if let Some(w) = chunk.bits.get_mut((bit / 64) as usize) {
-                        *w |= 1 << (bit % 64);
-                    }
+            for p in page..chunk_end {
+                let bit = p % CHUNK_PAGES;
+                if let Some(w) = bits.get_mut((bit / 64) as usize) {
+                    *w |= 1 << (bit % 64);
                 }
             }
             page = chunk_end;
@@ -149,21 +171,11 @@ impl<S: ChunkStore> DirtyLog<S> {
         }
         let first = start / CHUNK_PAGES;
         let last = (end - 1) / CHUNK_PAGES;
-        let chunks = self.store.chunks_mut();
-        let len = chunks.len();
-        let from = chunks.partition_point(|c| c.index < first);
-        // One pass: report, clear, and slide the chunks that keep bits
-        // over the ones the query emptied.
-        let mut kept = from;
-        let mut next = from;
-        while let Some(chunk) = chunks.get_mut(next) {
-            if chunk.index > last {
-                break;
-            }
-            next += 1;
-            let base = chunk.index * CHUNK_PAGES;
+        // Report and clear; the chunks the query emptied go.
+        self.store.retain_range(first, last, |index, bits| {
+            let base = index * CHUNK_PAGES;
             let mut left = 0;
-            for (w, word) in chunk.bits.iter_mut().enumerate() {
+            for (w, word) in bits.iter_mut().enumerate() {
                 if *word == 0 {
                     continue;
                 }
@@ -178,20 +190,8 @@ impl<S: ChunkStore> DirtyLog<S> {
                     emit(word_base + bit - start);
                 }
             }
-            if left != 0 {
-                if kept != next - 1 {
-                    let moved = *chunk;
-                    if let Some(slot) = chunks.get_mut(kept) {
-                        *slot = moved;
-                    }
-                }
-                kept += 1;
-            }
-        }
-        if kept != next {
-            chunks.copy_within(next..len, kept);
-            self.store.truncate(len - (next - kept));
-        }
+            left != 0
+        });
     }
 }
 
@@ -278,35 +278,59 @@ impl<'a> BitmapArea<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    struct VecStore(Vec<Chunk>, usize);
+    use std::collections::BTreeMap;
 
-    impl ChunkStore for VecStore {
-        fn chunks(&self) -> &[Chunk] {
-            &self.0
+    /// The host store; it fails to grow past `.1` chunks.
+    #[derive(Default)]
+    pub(crate) struct MapStore(pub(crate) BTreeMap<u64, ChunkBits>, pub(crate) usize);
+
+    impl ChunkStore for MapStore {
+        fn len(&self) -> usize {
+            self.0.len()
         }
-        fn chunks_mut(&mut self) -> &mut [Chunk] {
-            &mut self.0
+        fn get_mut(&mut self, index: u64) -> Option<&mut ChunkBits> {
+            self.0.get_mut(&index)
         }
-        fn insert(&mut self, at: usize, chunk: Chunk) -> Result<(), OutOfMemory> {
+        fn insert(&mut self, index: u64) -> Result<&mut ChunkBits, OutOfMemory> {
             if self.0.len() >= self.1 {
                 return Err(OutOfMemory);
             }
-            self.0.insert(at, chunk);
-            Ok(())
+            Ok(self.0.entry(index).or_default())
         }
-        fn truncate(&mut self, len: usize) {
-            self.0.truncate(len);
+        fn retain_range(
+            &mut self,
+            first: u64,
+            last: u64,
+            mut visit: impl FnMut(u64, &mut ChunkBits) -> bool,
+        ) {
+            let mut gone = Vec::new();
+            for (&index, bits) in self.0.range_mut(first..=last) {
+                if !visit(index, bits) {
+                    gone.push(index);
+                }
+            }
+            gone.iter().for_each(|i| {
+                self.0.remove(i);
+            });
+        }
+        fn clear(&mut self) {
+            self.0.clear();
         }
     }
 
-    fn log(cap: usize) -> DirtyLog<VecStore> {
-        DirtyLog::new(VecStore(Vec::new(), cap))
+    /// A log whose store fails past `cap` chunks, bounded at `limit`.
+    fn log_of(cap: usize, limit: usize) -> DirtyLog<MapStore> {
+        DirtyLog::new(MapStore(BTreeMap::new(), cap), limit)
     }
 
-    fn report(l: &mut DirtyLog<VecStore>, start: u64, pages: u64) -> Vec<u64> {
+    fn log(cap: usize) -> DirtyLog<MapStore> {
+        log_of(cap, MAX_CHUNKS)
+    }
+
+    fn report(l: &mut DirtyLog<MapStore>, start: u64, pages: u64) -> Vec<u64> {
         let mut out = Vec::new();
         l.report(start, pages, |k| out.push(k));
         out
@@ -331,7 +355,7 @@ mod tests {
         assert_eq!(l.count(), 6);
         assert_eq!(report(&mut l, 0, 10_000), [3, 511, 512, 5000, 5001, 5002]);
         assert_eq!(l.count(), 0);
-        assert!(l.store.0.is_empty());
+        assert_eq!(l.chunks(), 0, "emptied chunks go");
         assert!(report(&mut l, 0, 10_000).is_empty());
     }
 
@@ -377,8 +401,7 @@ mod tests {
                 (first..first + n).for_each(|p| model[p as usize] = true);
                 l.mark(first, n);
             }
-            assert!(l.store.0.windows(2).all(|w| w[0].index < w[1].index));
-            assert!(l.store.0.iter().all(|c| !c.is_empty()));
+            assert!(l.store.0.values().all(|b| b.iter().any(|&w| w != 0)));
         }
     }
 
@@ -388,12 +411,35 @@ mod tests {
         l.mark(0, 1);
         l.mark(1 << 20, 1);
         assert!(l.overflowed());
+        assert_eq!(l.chunks(), 0, "an overflowed log holds no memory");
         assert_eq!(report(&mut l, 10, 4), [0, 1, 2, 3]);
         assert_eq!(report(&mut l, 10, 4), [0, 1, 2, 3]);
         l.clear();
         assert!(report(&mut l, 0, 1 << 21).is_empty());
         l.mark(u64::MAX, 2);
         assert!(l.overflowed());
+    }
+
+    #[test]
+    fn bounded_at_the_limit() {
+        let mut l = log_of(usize::MAX, 3);
+        for i in 0..3 {
+            l.mark(i * CHUNK_PAGES + 7, 2);
+        }
+        assert!(!l.overflowed());
+        assert_eq!(l.chunks(), 3);
+        // More pages of the chunks it has are fine; a fourth chunk is not.
+        l.mark(8, 100);
+        assert!(!l.overflowed());
+        l.mark(3 * CHUNK_PAGES, 1);
+        assert!(l.overflowed());
+        assert_eq!(l.chunks(), 0);
+        assert_eq!(report(&mut l, 1 << 40, 3), [0, 1, 2]);
+        l.mark(0, 1);
+        assert_eq!(l.chunks(), 0, "marks after the overflow store nothing");
+        l.clear();
+        l.mark(5 * CHUNK_PAGES, 1);
+        assert_eq!(report(&mut l, 0, 1 << 20), [5 * CHUNK_PAGES]);
     }
 
     #[test]

@@ -3,39 +3,16 @@
 //! Property test of the guest dirty log against a naive model, a set of
 //! page numbers: random marks (anywhere in the 64-bit page space, across
 //! chunk boundaries, wrapping at the top), queries (which report and clear)
-//! and clears, with a store small enough to overflow. Once a mark cannot be
-//! stored, the log reports every page of every query until it is cleared.
+//! and clears, with a bound and a store small enough to overflow. Once a
+//! mark cannot be stored, the log holds no chunk and reports every page of
+//! every query until it is cleared.
 
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 
-use crate::dirty_log::{Chunk, ChunkStore, DirtyLog, OutOfMemory, CHUNK_PAGES};
-
-/// A store that holds at most `cap` chunks.
-struct Store {
-    chunks: Vec<Chunk>,
-    cap: usize,
-}
-
-impl ChunkStore for Store {
-    fn chunks(&self) -> &[Chunk] {
-        &self.chunks
-    }
-    fn chunks_mut(&mut self) -> &mut [Chunk] {
-        &mut self.chunks
-    }
-    fn insert(&mut self, at: usize, chunk: Chunk) -> Result<(), OutOfMemory> {
-        if self.chunks.len() >= self.cap {
-            return Err(OutOfMemory);
-        }
-        self.chunks.insert(at, chunk);
-        Ok(())
-    }
-    fn truncate(&mut self, len: usize) {
-        self.chunks.truncate(len);
-    }
-}
+use crate::dirty_log::tests::MapStore;
+use crate::dirty_log::{DirtyLog, CHUNK_PAGES};
 
 /// The model: dirty pages, and whether a mark was lost.
 #[derive(Default)]
@@ -97,7 +74,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (page(), prop_oneof![0u64..4, 0u64..1100]).prop_map(|(p, n)| Op::Mark(p, n)),
         3 => (
             prop_oneof![4 => page(), 1 => page().prop_map(|p| p.saturating_sub(0x4_0000))],
-            prop_oneof![8 => 0u64..2000, 1 => Just(0x8_0000u64)],
+            prop_oneof![16 => 0u64..2000, 1 => Just(0x2_0000u64)],
         )
             .prop_map(|(s, n)| Op::Report(s, n)),
         1 => Just(Op::Clear),
@@ -108,8 +85,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
-    fn dirty_log_equals_a_set(cap in 1usize..12, ops in prop::collection::vec(op(), 0..60)) {
-        let mut log = DirtyLog::new(Store { chunks: Vec::new(), cap });
+    fn dirty_log_equals_a_set(
+        limit in 1usize..12,
+        store_cap in prop_oneof![Just(usize::MAX), 1usize..12],
+        ops in prop::collection::vec(op(), 0..60),
+    ) {
+        let cap = limit.min(store_cap);
+        let mut log = DirtyLog::new(MapStore(Default::default(), store_cap), limit);
         let mut model = Model::default();
         for op in ops {
             match op {
@@ -128,8 +110,11 @@ proptest! {
                 }
             }
             prop_assert_eq!(log.overflowed(), model.overflowed);
-            if !model.overflowed {
+            if model.overflowed {
+                prop_assert_eq!(log.chunks(), 0);
+            } else {
                 prop_assert_eq!(log.count(), model.pages.len() as u64);
+                prop_assert_eq!(log.chunks(), model.chunks());
             }
         }
     }
