@@ -323,8 +323,11 @@ impl vfio::DeviceOps for SampleDevice {
                 let mut state = self.lock_running()?;
                 let range = span(offset, len)?;
                 let dst = state.mem.get_mut(range.clone()).ok_or(EINVAL)?;
-                buf.read_slice(dst)?;
+                // A copy that faults part way has already changed (zeroed)
+                // the rest of the range: dirty whatever the outcome.
+                let res = buf.read_slice(dst);
                 state.mig.mem_written(&range);
+                res?;
             }
             Region::Migration => {
                 let mut state = self.lock();

@@ -252,8 +252,11 @@ impl State {
                 Transfer::FromGuest { dev_off, .. } => {
                     let range = dev_off + done..dev_off + done + n;
                     let dst = self.mem.get_mut(range.clone()).ok_or(errno::EINVAL)?;
-                    dev.dma_read(at, dst).map_err(errno_of)?;
+                    // A read that fails part way may have changed `dst`
+                    // (type1 zero-fills what it could not copy).
+                    let res = dev.dma_read(at, dst);
                     self.mig.mem_written(&range);
+                    res.map_err(errno_of)?;
                     false
                 }
                 Transfer::Fill { pattern, .. } => {
