@@ -12,8 +12,15 @@
 //! (type1: `device_list_lock`, which it takes under `iommu->lock`), and the
 //! driver's DMA calls take `iommu->lock`. So `dma_unmap` must not take a lock
 //! that is held across a DMA call: it takes only the lock of [`GuestPins`],
-//! which is never held across one, and leaves the register side of an unmap to the
-//! next holder of the device lock ([`State::apply_unmaps`]).
+//! which is never held across one, and leaves the register side of an unmap
+//! to the next holder of the device lock ([`State::apply_unmaps`]). Nor may
+//! it wait for good for a pin still inside VFIO, which may need those
+//! locks: it waits a few milliseconds at most (the pinning thread may just
+//! have been preempted on its way out), then cancels the pin, which unpins
+//! itself when it returns. It does wait for pages of its range being
+//! unpinned, and for a pin that has returned and only waits for the pins
+//! lock, so that it does not return while pages of its range are pinned
+//! (the backends call it again while some are, a bounded number of times).
 
 use super::State;
 use crate::logic::abi::bar0::{IRQ_DMA_DONE, IRQ_DMA_ERROR, RING_PINNED};
@@ -24,8 +31,9 @@ use crate::pinned::PinnedPages;
 use crate::vfio::Device;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::prelude::*;
-use kernel::sync::{CondVar, Mutex};
-use kernel::time::Ktime;
+use kernel::sync::lock::{mutex::MutexBackend, Guard};
+use kernel::sync::{CondVar, CondVarTimeoutResult, Mutex};
+use kernel::time::{msecs_to_jiffies, Ktime};
 use kernel::{new_condvar, new_mutex};
 
 /// Most pages the writer stamps in one round, so that it holds the device
@@ -36,6 +44,10 @@ const WRITER_MAX_SLEEP_MS: u64 = 100;
 
 /// Unmapped ranges remembered for the registers; more are merged.
 const UNMAP_SLOTS: usize = 8;
+/// Longest wait of one `dma_unmap` call for a pin of its range that is
+/// still inside VFIO, in milliseconds (the backends call again while pages
+/// of the range stay pinned: type1 ten times, iommufd a hundred).
+const PIN_PATIENCE_MS: u32 = 20;
 
 /// The guest pages the device holds pinned and the unmaps the registers
 /// have not seen yet, under their own lock (see the lock order above).
@@ -43,9 +55,12 @@ const UNMAP_SLOTS: usize = 8;
 pub(super) struct GuestPins {
     #[pin]
     pins: Mutex<GuestPinsInner>,
-    /// Signalled when a pin in progress is installed or abandoned.
+    /// Signalled when a pin in progress or a release ends.
     #[pin]
-    pin_done: CondVar,
+    settled: CondVar,
+    /// The pin in progress has returned from VFIO: what is left of it
+    /// needs only the pins lock.
+    pin_returned: AtomicBool,
     /// Pages in `pins.ring`, readable without the lock (every BAR0 read
     /// reports it).
     pinned: AtomicU32,
@@ -57,11 +72,22 @@ pub(super) struct GuestPins {
 struct GuestPinsInner {
     /// The pinned ring, and whether it is pinned for writing.
     ring: Option<(PinnedPages, bool)>,
-    /// A ring pin is in progress (outside this lock).
-    pinning: bool,
+    /// A ring pin in progress (outside this lock).
+    pinning: Option<PinInFlight>,
+    /// The IOVA range of a ring being unpinned outside this lock; at most
+    /// one is (see [`GuestPins::release`]).
+    releasing: Option<(u64, u64)>,
     /// Ranges unmapped since the registers last saw them.
     unmapped: [(u64, u64); UNMAP_SLOTS],
     unmapped_len: usize,
+}
+
+/// A ring pin in progress: its IOVA range, and whether an unmap of it came
+/// meanwhile (then the pin is undone when it returns).
+struct PinInFlight {
+    iova: u64,
+    len: u64,
+    cancelled: bool,
 }
 
 impl GuestPins {
@@ -69,11 +95,13 @@ impl GuestPins {
         pin_init!(Self {
             pins <- new_mutex!(GuestPinsInner {
                 ring: None,
-                pinning: false,
+                pinning: None,
+                releasing: None,
                 unmapped: [(0, 0); UNMAP_SLOTS],
                 unmapped_len: 0,
             }, "vfio_mig_sample:pins"),
-            pin_done <- new_condvar!("vfio_mig_sample:pin_done"),
+            settled <- new_condvar!("vfio_mig_sample:pins_settled"),
+            pin_returned: AtomicBool::new(false),
             pinned: AtomicU32::new(0),
             unmap_pending: AtomicBool::new(false),
         })
@@ -85,7 +113,7 @@ impl GuestPins {
     }
 
     /// Replaces the ring (under the pins lock); returns the old one, to be
-    /// dropped (unpinned) once the lock is released.
+    /// unpinned by [`Self::settle`].
     fn set_ring(
         &self,
         pins: &mut GuestPinsInner,
@@ -98,6 +126,25 @@ impl GuestPins {
         core::mem::replace(&mut pins.ring, ring)
     }
 
+    /// Lets go of the pins lock, unpinning `ring` if there is one, as a
+    /// release in flight that an unmap of its range waits for; then wakes
+    /// the waiters.
+    fn settle(
+        &self,
+        mut pins: Guard<'_, GuestPinsInner, MutexBackend>,
+        ring: Option<(PinnedPages, bool)>,
+    ) {
+        if let Some((r, _)) = &ring {
+            pins.releasing = Some((r.iova(), u64::from(r.npages()) * GUEST_PAGE_SIZE));
+        }
+        drop(pins);
+        if ring.is_some() {
+            drop(ring);
+            self.pins.lock().releasing = None;
+        }
+        self.settled.notify_all();
+    }
+
     /// The ring's first page frame and size, when pinned for writing: such
     /// pages count as dirty on every query.
     pub(super) fn writable_ring(&self) -> Option<(u64, u64)> {
@@ -107,29 +154,85 @@ impl GuestPins {
         }
     }
 
-    /// Unpins the ring, if pinned.
+    /// Unpins the ring, if pinned (the device lock's holder). An unmap's
+    /// release in flight ends first (it needs only the VFIO locks, which
+    /// the device lock's holder does not hold), so that no more than one
+    /// release is ever in flight.
     pub(super) fn release(&self) {
-        let ring = self.set_ring(&mut self.pins.lock(), None);
-        // Unpinned here, with the pins lock released.
-        drop(ring);
+        let mut pins = self.pins.lock();
+        while pins.releasing.is_some() {
+            self.settled.wait(&mut pins);
+        }
+        let ring = self.set_ring(&mut pins, None);
+        self.settle(pins, ring);
     }
 
-    /// The `dma_unmap` callback: waits for a pin in progress, unpins the
-    /// ring if it is in the range and remembers the range for the
-    /// registers.
-    pub(super) fn unmap(&self, iova: u64, len: u64) {
-        let mut pins = self.pins.lock();
-        while pins.pinning {
-            self.pin_done.wait(&mut pins);
-        }
-        let hit = pins.ring.as_ref().is_some_and(|(r, _)| {
-            dma::overlaps(r.iova(), u64::from(r.npages()) * GUEST_PAGE_SIZE, iova, len)
+    /// Begins a pin of the ring at `iova..iova + len` (the device lock's
+    /// holder, once [`Self::release`] emptied the slot).
+    fn pin_begin(&self, iova: u64, len: u64) {
+        self.pin_returned.store(false, Ordering::Relaxed);
+        self.pins.lock().pinning = Some(PinInFlight {
+            iova,
+            len,
+            cancelled: false,
         });
-        let ring = if hit {
-            self.set_ring(&mut pins, None)
-        } else {
-            None
+    }
+
+    /// Ends the pin in progress: installs what it pinned, unless an unmap
+    /// of its range came meanwhile; then it unpins it and fails with
+    /// `ECANCELED`.
+    fn pin_end(&self, pinned: Result<(PinnedPages, bool), u32>) -> Result<(), u32> {
+        self.pin_returned.store(true, Ordering::Release);
+        let mut pins = self.pins.lock();
+        let cancelled = pins.pinning.take().is_some_and(|p| p.cancelled);
+        let (result, unpin) = match pinned {
+            Ok(ring) if cancelled => (Err(errno::ECANCELED), Some(ring)),
+            // `release` emptied the slot, and only the device lock's
+            // holder, this one, fills it.
+            Ok(ring) => (Ok(()), self.set_ring(&mut pins, Some(ring))),
+            Err(e) => (Err(e), None),
         };
+        self.settle(pins, unpin);
+        result
+    }
+
+    /// The `dma_unmap` callback: unpins the ring if it is in the range,
+    /// cancels a pin of the range still inside VFIO, and remembers the
+    /// range for the registers. Returns once no page of the range is
+    /// pinned or about to be installed, or once a pin of it has spent
+    /// [`PIN_PATIENCE_MS`] inside VFIO.
+    pub(super) fn unmap(&self, iova: u64, len: u64) {
+        let touches = |r: (u64, u64)| dma::overlaps(r.0, r.1, iova, len);
+        let mut pins = self.pins.lock();
+        let mut patience = msecs_to_jiffies(PIN_PATIENCE_MS);
+        loop {
+            let releasing = pins.releasing.is_some_and(touches);
+            let pinning = pins
+                .pinning
+                .as_ref()
+                .is_some_and(|p| touches((p.iova, p.len)));
+            if releasing || (pinning && self.pin_returned.load(Ordering::Acquire)) {
+                // Unpinning or installing: either needs only this lock.
+                self.settled.wait(&mut pins);
+            } else if pinning && patience > 0 {
+                // Still inside VFIO, which may need the locks our caller
+                // holds: a short wait (the thread may just have been
+                // preempted), never one for good.
+                patience = match self.settled.wait_interruptible_timeout(&mut pins, patience) {
+                    CondVarTimeoutResult::Woken { jiffies } => jiffies,
+                    CondVarTimeoutResult::Timeout | CondVarTimeoutResult::Signal { .. } => 0,
+                };
+            } else {
+                break;
+            }
+        }
+        if let Some(p) = pins.pinning.as_mut() {
+            p.cancelled |= touches((p.iova, p.len));
+        }
+        let hit = pins
+            .ring
+            .as_ref()
+            .is_some_and(|(r, _)| touches((r.iova(), u64::from(r.npages()) * GUEST_PAGE_SIZE)));
         let end = iova.saturating_add(len);
         let n = pins.unmapped_len;
         if let Some(slot) = pins.unmapped.get_mut(n) {
@@ -141,8 +244,12 @@ impl GuestPins {
             *last = (last.0.min(iova), last.1.max(end));
         }
         self.unmap_pending.store(true, Ordering::Release);
-        drop(pins);
-        drop(ring);
+        let ring = if hit {
+            self.set_ring(&mut pins, None)
+        } else {
+            None
+        };
+        self.settle(pins, ring);
     }
 
     /// Takes the ranges unmapped since the last call.
@@ -314,28 +421,19 @@ impl State {
         if self.regs.dma.ring_ctrl & RING_PINNED == 0 {
             return;
         }
-        pins.pins.lock().pinning = true;
-        // No lock but the device lock is held across the pin.
-        let pinned = self
+        let result = self
             .regs
             .dma
             .ring_plan()
             .and_then(|(iova, pages, writable)| {
-                dev.pin_pages(iova, pages, writable)
+                pins.pin_begin(iova, u64::from(pages) * GUEST_PAGE_SIZE);
+                // No lock but the device lock is held across the pin.
+                let pinned = dev
+                    .pin_pages(iova, pages, writable)
                     .map(|p| (p, writable))
-                    .map_err(errno_of)
+                    .map_err(errno_of);
+                pins.pin_end(pinned)
             });
-        let result = pinned.as_ref().map(|_| ()).map_err(|&e| e);
-        {
-            let mut guard = pins.pins.lock();
-            guard.pinning = false;
-            // `release` above emptied the slot, and only the device lock's
-            // holder, this one, fills it.
-            let old = pins.set_ring(&mut guard, pinned.ok());
-            drop(guard);
-            drop(old);
-        }
-        pins.pin_done.notify_all();
         match result {
             Ok(()) => self.regs.dma.ring_error = 0,
             Err(e) => {
