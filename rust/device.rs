@@ -116,15 +116,19 @@ impl State {
         pins.release();
     }
 
-    /// Delivers an interrupt where the wiring says.
-    fn interrupt(&mut self) {
-        let route = regs::route(
+    /// Where an interrupt goes now.
+    fn route(&self) -> Route {
+        regs::route(
             self.msi.is_some(),
             self.intx.is_some(),
             self.intx_masked,
             self.config.intx_disabled(),
-        );
-        let target = match route {
+        )
+    }
+
+    /// Delivers an interrupt where the wiring says.
+    fn interrupt(&mut self) {
+        let target = match self.route() {
             Route::Msi => self.msi.as_ref(),
             Route::Intx => {
                 self.intx_masked = true;
@@ -135,6 +139,16 @@ impl State {
         if let Some(efd) = target {
             efd.signal();
             self.regs.note_delivered();
+        }
+    }
+
+    /// INTx is level-triggered, as in vfio-pci: while an enabled cause is
+    /// pending, the line asserts again as soon as it can (unmasked,
+    /// `INTX_DISABLE` cleared, the cause enabled), so no cause raised while
+    /// it could not is lost.
+    fn intx_level(&mut self) {
+        if self.regs.asserted() && self.route() == Route::Intx {
+            self.interrupt();
         }
     }
 
@@ -234,6 +248,7 @@ impl SampleDevice {
             let val = buf.read::<u32>()?;
             match state.regs.write(off, val) {
                 WriteEffect::Interrupt => state.interrupt(),
+                WriteEffect::Level => state.intx_level(),
                 WriteEffect::Dma(DmaWrite::Busy) => return Err(EBUSY),
                 WriteEffect::Dma(DmaWrite::Ring) => state.ring_sync(dev, &self.pins),
                 WriteEffect::None | WriteEffect::Dma(DmaWrite::None | DmaWrite::Kick) => {}
@@ -311,7 +326,11 @@ impl vfio::DeviceOps for SampleDevice {
                 let data = bytes.get_mut(..len).ok_or(EINVAL)?;
                 buf.read_slice(data)?;
                 let mut state = self.lock();
+                let disabled = state.config.intx_disabled();
                 state.config.write(offset as usize, data)?;
+                if disabled {
+                    state.intx_level();
+                }
             }
             Region::Bar0 => {
                 let mut state = self.lock_running()?;

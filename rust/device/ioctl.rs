@@ -151,6 +151,7 @@ impl SampleDevice {
                 if asserted {
                     let mut state = self.lock();
                     state.intx_masked = action == uapi::VFIO_IRQ_SET_ACTION_MASK;
+                    state.intx_level();
                 }
             }
             (uapi::MSI_IRQ_INDEX, uapi::VFIO_IRQ_SET_ACTION_MASK)

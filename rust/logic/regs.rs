@@ -16,6 +16,9 @@ pub(crate) enum WriteEffect {
     None,
     /// An enabled interrupt cause fired: deliver an interrupt.
     Interrupt,
+    /// `IRQ_ENABLE` changed while a cause is pending: a level-triggered
+    /// line (INTx) asserts if it can.
+    Level,
     /// The DMA engine has to act ([`DmaWrite`]).
     Dma(DmaWrite),
 }
@@ -69,7 +72,12 @@ impl Registers {
         match off {
             bar0::SCRATCH => self.scratch = val,
             bar0::IRQ_STATUS => self.irq_status &= !val,
-            bar0::IRQ_ENABLE => self.irq_enable = val & IRQ_ALL,
+            bar0::IRQ_ENABLE => {
+                self.irq_enable = val & IRQ_ALL;
+                if self.asserted() {
+                    return WriteEffect::Level;
+                }
+            }
             bar0::DOORBELL => {
                 self.doorbells = self.doorbells.wrapping_add(1);
                 return self.raise(IRQ_DOORBELL);
@@ -88,6 +96,11 @@ impl Registers {
         } else {
             WriteEffect::None
         }
+    }
+
+    /// An enabled cause is pending: the level of the INTx line.
+    pub(crate) fn asserted(&self) -> bool {
+        self.irq_status & self.irq_enable != 0
     }
 
     /// Counts an interrupt that reached an eventfd.
@@ -157,7 +170,9 @@ mod tests {
         };
         assert_eq!(r.write(bar0::DOORBELL, 0), WriteEffect::None);
         assert_eq!(r.read(bar0::IRQ_STATUS, &live), IRQ_DOORBELL);
-        r.write(bar0::IRQ_ENABLE, !0);
+        assert!(!r.asserted());
+        assert_eq!(r.write(bar0::IRQ_ENABLE, !0), WriteEffect::Level);
+        assert!(r.asserted());
         assert_eq!(r.irq_enable, IRQ_ALL);
         assert_eq!(r.write(bar0::DOORBELL, 0), WriteEffect::Interrupt);
         assert_eq!(r.read(bar0::DOORBELL, &live), 2);
