@@ -72,6 +72,10 @@ pub(super) struct Migration {
     /// Userspace wrote into the bitmap area: the next query clears it all.
     bitmap_scribbled: bool,
     pub(super) save: Option<Encoder>,
+    /// The register blob of the save stream, kept from the moment its
+    /// register record begins: one snapshot, whatever changes the
+    /// registers (a config write, an unmap) between two chunks of it.
+    save_blob: Option<[u8; BLOB_LEN]>,
     pub(super) resume: Option<Resume>,
 }
 
@@ -238,6 +242,7 @@ impl Migration {
             touched_len: 0,
             bitmap_scribbled: false,
             save: None,
+            save_blob: None,
             resume: None,
         })
     }
@@ -267,6 +272,7 @@ impl Migration {
             self.guest_dirty.clear();
         }
         self.save = None;
+        self.save_blob = None;
         self.resume = None;
     }
 
@@ -487,14 +493,22 @@ impl State {
     /// end). Both interfaces save through this.
     pub(super) fn encode_next(&mut self, cap: usize) -> Result<usize> {
         let stopped = !self.mig.running();
+        let blob = self
+            .mig
+            .save_blob
+            .unwrap_or_else(|| snapshot::save(&self.regs, &self.config));
         let src = Source {
             mem: &self.mem,
-            blob: snapshot::save(&self.regs, &self.config),
+            blob,
         };
         let mig = &mut self.mig;
         let encoder = mig.save.as_mut().ok_or(EINVAL)?;
         let out = mig.data.get_mut(..cap).ok_or(EINVAL)?;
-        Ok(encoder.fill(&src, &mut mig.mem_dirty, stopped, out))
+        let n = encoder.fill(&src, &mut mig.mem_dirty, stopped, out);
+        if encoder.registers_started() {
+            mig.save_blob.get_or_insert(blob);
+        }
+        Ok(n)
     }
 
     /// Hands the bytes `range` of the data area to the resume stream's
@@ -581,6 +595,7 @@ impl State {
         }
         if effects.end_save {
             self.mig.save = None;
+            self.mig.save_blob = None;
         }
         if effects.discard_resume_and_reset {
             self.mig.resume = None;
@@ -604,6 +619,7 @@ impl State {
         }
         if effects.start_save {
             self.mig.save = Some(Encoder::new(self.mig.params));
+            self.mig.save_blob = None;
         }
         if effects.start_logging {
             self.mig.mem_dirty.set_all();

@@ -520,6 +520,16 @@ impl Encoder {
         &self.params
     }
 
+    /// Whether the register record has begun: from then on its source
+    /// must not change, or the record mixes two states (the caller keeps
+    /// the blob it began with).
+    pub(crate) fn registers_started(&self) -> bool {
+        matches!(
+            self.phase,
+            EncPhase::Regs { .. } | EncPhase::End { .. } | EncPhase::Done
+        )
+    }
+
     /// Whether the whole stream (end record included) has been emitted.
     #[cfg(test)]
     pub(crate) fn is_complete(&self) -> bool {

@@ -137,6 +137,12 @@ fn encode_with(p: &StreamParams, dev: &Dev, mut chunk: impl FnMut() -> usize) ->
     out
 }
 
+/// Runs a stopped encoder to the end of its stream.
+fn encode_rest(enc: &mut Encoder, dev: &Dev, dirty: &mut Dirty) {
+    while enc.fill(dev, dirty, true, &mut [0u8; 4096]) > 0 {}
+    assert!(enc.is_complete());
+}
+
 fn encode(p: &StreamParams, dev: &Dev) -> Vec<u8> {
     encode_with(p, dev, || 1 << 20)
 }
@@ -651,6 +657,23 @@ fn dirty_bits_beyond_memory_are_ignored() {
     let n = enc.fill(&dev, &mut dirty, true, &mut out);
     assert!(enc.is_complete());
     assert!(out[..n] == expected_stream(&p, &dev)[..]);
+}
+
+#[test]
+fn registers_started_when_the_record_begins() {
+    let p = params(2, 16);
+    let dev = Dev::random(&p, &mut Rng::new(1));
+    let mut enc = Encoder::new(p);
+    let mut dirty = all_dirty(&p);
+    let mut before = vec![0u8; HEADER_LEN + 2 * PAGE_RECORD_LEN];
+    // Running, everything sent: no register record yet.
+    assert_eq!(enc.fill(&dev, &mut dirty, false, &mut before), before.len());
+    assert_eq!(enc.fill(&dev, &mut dirty, false, &mut [0u8; 64]), 0);
+    assert!(!enc.registers_started());
+    assert_eq!(enc.fill(&dev, &mut dirty, true, &mut [0u8; 1]), 1);
+    assert!(enc.registers_started());
+    encode_rest(&mut enc, &dev, &mut dirty);
+    assert!(enc.registers_started());
 }
 
 #[test]
