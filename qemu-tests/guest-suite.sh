@@ -69,7 +69,7 @@ if [ $# -eq 0 ]; then
 		ok "fuzz, 60 s, seed 1 ($(grep -oE '^fuzz: [0-9]+ operations' "$fout" | cut -d' ' -f2) operations)"
 	else
 		bad "fuzz, 60 s, seed 1" "see below"
-		grep -vE '^  +[a-z ]+: [0-9]+/[0-9]+$' "$fout" | tail -n 40 | sed 's/^/  | /'
+		grep -vE '^  +[a-z ]+: [0-9]+/[0-9]+ ' "$fout" | tail -n 40 | sed 's/^/  | /'
 	fi
 	rm -f "$fout"
 fi

@@ -104,12 +104,17 @@ fn main() -> ExitCode {
         println!("fuzz: VIOLATION at the end: {e}");
     }
     println!(
-        "fuzz: {done} operations in {} s, seed {seed}; per operation (succeeded/refused as \
-         documented):",
+        "fuzz: {done} operations in {} s, seed {seed}; per operation: calls that succeeded, \
+         calls refused as documented, seconds spent:",
         start.elapsed().as_secs()
     );
-    for (op, (ok, refused)) in &fuzz.stats {
-        println!("  {op:>22}: {ok}/{refused}");
+    for (op, st) in &fuzz.stats {
+        println!(
+            "  {op:>22}: {}/{} {:.1} s",
+            st.succeeded,
+            st.refused,
+            st.time.as_secs_f64()
+        );
     }
     if result.is_ok() && cleanup.is_ok() {
         println!("fuzz: PASSED");

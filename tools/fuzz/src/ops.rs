@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use vfio_mig::abi::migration::{
@@ -78,10 +79,19 @@ pub struct Fuzz {
     streams: VecDeque<(Kind, Vec<u8>)>,
     /// Pinned pages of other users of the module, at start.
     pinned_base: u64,
-    /// Calls per operation: (succeeded, refused as documented).
-    pub stats: BTreeMap<&'static str, (u64, u64)>,
+    /// Per operation: calls that succeeded, calls refused as documented,
+    /// time spent (checks included).
+    pub stats: BTreeMap<&'static str, OpStats>,
     /// The last operations, for the report.
     pub history: VecDeque<String>,
+}
+
+/// What the report says of one operation.
+#[derive(Default)]
+pub struct OpStats {
+    pub succeeded: u64,
+    pub refused: u64,
+    pub time: Duration,
 }
 
 /// An operation on the mdev of a slot.
@@ -168,9 +178,9 @@ impl Fuzz {
     fn count(&mut self, op: &'static str, ok: bool) {
         let e = self.stats.entry(op).or_default();
         if ok {
-            e.0 += 1;
+            e.succeeded += 1;
         } else {
-            e.1 += 1;
+            e.refused += 1;
         }
     }
 
@@ -180,8 +190,12 @@ impl Fuzz {
         let (name, _, op) = OPS[pick::weighted(&mut self.rng, &weights)];
         let i = self.rng.random_range(0..self.slots.len());
         self.note(format!("{name} on mdev {i}"));
-        op(self, i).map_err(|e| format!("{name} on mdev {i}: {e}"))?;
-        self.check_invariants()
+        let start = Instant::now();
+        let r = op(self, i)
+            .map_err(|e| format!("{name} on mdev {i}: {e}"))
+            .and_then(|()| self.check_invariants());
+        self.stats.entry(name).or_default().time += start.elapsed();
+        r
     }
 
     /// After every step: every open device is in the state the model
