@@ -565,6 +565,9 @@ impl Fuzz {
     }
 
     fn dirty_query(&mut self, i: usize) -> Result<(), Violation> {
+        if chance(&mut self.rng, 1, 2) {
+            self.bring(i, &[State::Setup, State::PreCopy, State::StopNCopy])?;
+        }
         let start = self.iova(i, true);
         let total = match pick::weighted(&mut self.rng, &[4, 1, 1]) {
             0 => self.rng.random_range(0..=2048),
@@ -634,6 +637,7 @@ impl Fuzz {
                 return Ok(());
             }
             let next = match o.state {
+                State::Running if targets.contains(&State::Setup) => State::Setup,
                 State::Setup | State::PreCopy | State::StopNCopy | State::Resume => {
                     State::Cancelled
                 }
@@ -674,10 +678,15 @@ impl Fuzz {
             return Ok(());
         };
         self.bring(src, &[State::Running])?;
-        let threshold = one(
-            &mut self.rng,
-            &[0, 1, 100, 4112, 5000, 1 << 16, DATA_LEN + 1],
-        );
+        // Chunks of any size, but not more than about 256 of them: the
+        // host tests cover every chunking, the guest pays per syscall.
+        let floor = kind.mem_size() / 256;
+        let threshold = one(&mut self.rng, &[0, 100, 4112, 5000, 1 << 16, DATA_LEN + 1]);
+        let threshold = if threshold == 0 {
+            0
+        } else {
+            threshold.max(floor)
+        };
         let rounds = self.rng.random_range(0..4);
         let mem = kind.mem_size();
         let writes: Vec<(u64, Vec<u8>)> = (0..rounds)
@@ -771,10 +780,8 @@ impl Fuzz {
             i,
             &[State::None, State::Running, State::Failed, State::Cancelled],
         )?;
-        let chunk_max = one(
-            &mut self.rng,
-            &[1usize, 100, 4112, 1 << 16, DATA_LEN as usize],
-        );
+        let chunk_max =
+            one(&mut self.rng, &[4112, 1 << 16, DATA_LEN as usize]).max(stream.len() / 128);
         let mut chunks = Vec::new();
         let mut pos = 0;
         while pos < stream.len() {
