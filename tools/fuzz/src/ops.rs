@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use vfio_mig::abi::migration::{
-    BITMAP_OFFSET as BITMAP_OFF, DATA_LEN, DATA_OFFSET, REGION_SIZE as MIG_SIZE,
+    BITMAP_OFFSET as BITMAP_OFF, DATA_LEN, DATA_OFFSET, INFO_SIZE, REGION_SIZE as MIG_SIZE,
 };
 use vfio_mig::abi::{bar0, config, region};
 use vfio_mig::sample::{self, register_name};
@@ -318,24 +318,13 @@ impl Fuzz {
     /// An offset inside region `index`, biased to its edges and fields.
     fn region_offset_in(&mut self, index: u32, kind: Kind) -> u64 {
         let mem = kind.mem_size();
+        let fields: Vec<u64> = Field::ALL.iter().map(|f| f.offset()).collect();
         let marks: &[u64] = match index {
             0 => &[0, 0x10, 0x40, 0x54, 0x70, 0x84, 0x90, 0xb0, 0x1000],
             2 => &[0, PAGE, mem - PAGE, mem],
             7 => &[0, 4, 0x10, 0x3c, 0x40, 0x4e, 0x100],
-            _ => &[
-                0,
-                4,
-                28,
-                36,
-                44,
-                52,
-                60,
-                68,
-                76,
-                DATA_OFFSET,
-                BITMAP_OFF,
-                MIG_SIZE,
-            ],
+            _ if chance(&mut self.rng, 1, 2) => &fields,
+            _ => &[INFO_SIZE, DATA_OFFSET, BITMAP_OFF, MIG_SIZE],
         };
         pick::near(&mut self.rng, marks, MIG_SIZE) & ((1 << 40) - 1)
     }

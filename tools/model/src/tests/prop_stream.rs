@@ -12,10 +12,10 @@ use proptest::prelude::*;
 
 use super::rng::Rng;
 use super::stream::{
-    all_dirty, decode_with, header_bytes, naive_checksum, page_record, params, record, seal, Dev,
+    all_dirty, decode_with, good_header, naive_checksum, page_record, params, record, seal, Dev,
     Shadow,
 };
-use crate::abi::stream::{PAGE_SIZE, VERSION};
+use crate::abi::stream::PAGE_SIZE;
 use crate::stream::{Decoder, Encoder, StreamParams};
 
 /// What an accepted stream restores: device memory and the register blob.
@@ -34,15 +34,7 @@ fn le64(s: &[u8], at: usize) -> Option<u64> {
 /// not a valid stream for `p`.
 fn reference(p: &StreamParams, s: &[u8]) -> Option<Restored> {
     let reg_len = p.register_len() as usize;
-    let header = header_bytes(
-        b"VMSSTATE",
-        VERSION,
-        p.type_id(),
-        p.memory_size(),
-        4096,
-        p.register_len(),
-    );
-    if s.get(..32)? != header.as_slice() {
+    if s.get(..32)? != good_header(p).as_slice() {
         return None;
     }
     let mut mem = vec![0u8; p.memory_size() as usize];
@@ -156,14 +148,7 @@ fn apply(s: &mut Vec<u8>, d: &Damage) {
 /// Builds a stream for `p` from records, sealed with a correct end record
 /// or ended with a wrong one.
 fn build(p: &StreamParams, dev: &Dev, recs: &[Rec], sealed: bool, rng: &mut Rng) -> Vec<u8> {
-    let mut parts = vec![header_bytes(
-        b"VMSSTATE",
-        VERSION,
-        p.type_id(),
-        p.memory_size(),
-        4096,
-        p.register_len(),
-    )];
+    let mut parts = vec![good_header(p)];
     for r in recs {
         parts.push(match r {
             Rec::Page(i) => {
@@ -251,8 +236,7 @@ proptest! {
     ) {
         let p = params(npages, reg_len);
         if header {
-            let h = header_bytes(b"VMSSTATE", VERSION, p.type_id(), p.memory_size(), 4096, reg_len);
-            bytes.splice(0..0, h);
+            bytes.splice(0..0, good_header(&p));
         }
         prop_assert_eq!(reference(&p, &bytes), None);
         prop_assert_eq!(decoded(&p, &bytes, &chunks), None);

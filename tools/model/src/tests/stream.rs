@@ -774,7 +774,7 @@ fn custom(p: &StreamParams, header: Vec<u8>, pages: &[(u64, u8)], regs: Option<u
     seal(&parts)
 }
 
-fn good_header(p: &StreamParams) -> Vec<u8> {
+pub(super) fn good_header(p: &StreamParams) -> Vec<u8> {
     header_bytes(
         b"VMSSTATE",
         VERSION,
