@@ -34,6 +34,7 @@ pub mod sample;
 pub mod stream;
 pub mod sysfs;
 pub mod uapi;
+pub mod v2;
 
 pub use device::{parse_cap_chain, Capability, Device, DeviceInfo, IrqInfo, OpenPath, RegionInfo};
 pub use error::{errno_name, errno_string, Error, Result};
