@@ -30,6 +30,8 @@ use crate::error::{Error, Result};
 use crate::mem::{GuestMemory, MemoryDiff};
 use crate::migration::DeviceState;
 use crate::sample::{self, DeviceSnapshot, Regs};
+use crate::units::{as_ms, human_bytes, human_ms};
+use serde::Serialize;
 
 const PAGE: usize = GUEST_PAGE_SIZE as usize;
 
@@ -362,13 +364,20 @@ impl Vm {
     }
 }
 
-/// How the CPU workload picks guest pages.
+/// How the CPU workload picks guest pages (`random` or `strided:N`, also
+/// in JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PagePattern {
     /// Uniformly at random over guest RAM.
     Random,
     /// Page 0, then every `n`-th page, wrapping around.
     Strided(u64),
+}
+
+impl Serialize for PagePattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl fmt::Display for PagePattern {
@@ -444,7 +453,7 @@ impl PagePicker {
 }
 
 /// What the CPU workload does.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct CpuOptions {
     /// Guest RAM pages written per second (whole pages), 0 for none.
     pub rate: u32,
@@ -472,13 +481,14 @@ impl Default for CpuOptions {
 }
 
 /// What the CPU workload did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CpuStats {
     /// Guest RAM pages written.
     pub ram_pages: u64,
     /// BAR2 writes.
     pub bar2_writes: u64,
     /// How long it ran.
+    #[serde(rename = "ran_ms", serialize_with = "as_ms")]
     pub ran: Duration,
 }
 
@@ -660,14 +670,15 @@ impl Default for LiveOptions<'_> {
 }
 
 /// Pre-copy or the final stop-and-copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Phase {
     PreCopy,
     StopAndCopy,
 }
 
 /// One iteration of [`migrate`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Iteration {
     /// 0, 1, ... for pre-copy; the stop-and-copy follows the last.
     pub index: u32,
@@ -690,11 +701,13 @@ pub struct Iteration {
     pub device_chunks: u64,
     /// `pending` (sum) on the source after the iteration.
     pub device_pending: u64,
+    #[serde(rename = "duration_ms", serialize_with = "as_ms")]
     pub duration: Duration,
 }
 
 /// Why pre-copy ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "ended", rename_all = "snake_case")]
 pub enum Convergence {
     /// An iteration's dirty set was at most `converge_pages`.
     Threshold {
@@ -706,7 +719,7 @@ pub enum Convergence {
 }
 
 /// What was compared, all equal (a difference fails [`migrate`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Verification {
     pub guest_ram_bytes: u64,
     pub bar2_bytes: u64,
@@ -715,16 +728,17 @@ pub struct Verification {
 }
 
 /// The destination's background writer after it started running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct WriterCheck {
     /// `BG_WRITES` right after RUNNING, and `settle` later.
     pub before: u32,
     pub after: u32,
+    #[serde(rename = "settle_ms", serialize_with = "as_ms")]
     pub settle: Duration,
 }
 
 /// What [`migrate`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LiveReport {
     pub ram_bytes: u64,
     pub iova: u64,
@@ -735,14 +749,18 @@ pub struct LiveReport {
     pub convergence: Convergence,
     /// From just before the source's STOPNCOPY write to just after the
     /// destination's RUNNING write returned.
+    #[serde(rename = "downtime_ms", serialize_with = "as_ms")]
     pub downtime: Duration,
     /// The part of the downtime spent verifying (a production VMM does not
     /// verify).
+    #[serde(rename = "verify_time_ms", serialize_with = "as_ms")]
     pub verify_time: Duration,
     /// From the stop request to the vCPUs (CPU workload) to the
     /// destination's RUNNING.
+    #[serde(rename = "vcpu_pause_ms", serialize_with = "as_ms")]
     pub vcpu_pause: Duration,
     /// From the destination's RESUME to its RUNNING.
+    #[serde(rename = "total_time_ms", serialize_with = "as_ms")]
     pub total_time: Duration,
     /// What the CPU workload did, if there was one.
     pub cpu: Option<CpuStats>,
@@ -788,26 +806,6 @@ impl LiveReport {
             .map(|i| i.dirty_pages)
             .sum()
     }
-}
-
-/// `1536` -> `1.5 KiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
-/// A duration in milliseconds with one decimal.
-pub fn human_ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 impl fmt::Display for LiveReport {
@@ -1365,7 +1363,7 @@ fn run(
 /// dirty), a DMA command queued behind `DMA_CTRL.PAUSE` (it travels in the
 /// stream and runs on the destination), and programmed registers, config
 /// space and device memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct DeviceWorkload {
     /// Background writer range: guest pages `0..writer_pages` (0: off).
     pub writer_pages: u32,
