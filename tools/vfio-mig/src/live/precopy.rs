@@ -89,7 +89,19 @@ pub fn migrate_with(
     check_sides(src, cpu.as_deref(), dst, &opts)?;
     src_t.ensure_running()?;
     dst_t.prepare_restore()?;
-    let mut m = Migration::new(src, src_t, cpu.as_deref_mut(), dst, dst_t, &mut opts)?;
+    let log = cpu.as_ref().map(|c| Arc::clone(c.dirty_log()));
+    let mut m = Migration {
+        set: PageSet::new(src.pages())?,
+        cpu_set: PageSet::new(src.pages())?,
+        src,
+        src_t,
+        cpu: cpu.as_deref_mut(),
+        dst,
+        dst_t,
+        opts: &mut opts,
+        log,
+        buf: Vec::new(),
+    };
     let res = m.run();
     if res.is_err() {
         if let Some(c) = cpu {
@@ -160,30 +172,7 @@ struct Stopped {
     down: Instant,
 }
 
-impl<'a, 'o> Migration<'a, 'o> {
-    fn new(
-        src: &'a Vm,
-        src_t: &'a dyn StateTransfer,
-        cpu: Option<&'a mut CpuWorkload>,
-        dst: &'a Vm,
-        dst_t: &'a dyn StateTransfer,
-        opts: &'a mut LiveOptions<'o>,
-    ) -> Result<Self> {
-        let log = cpu.as_ref().map(|c| Arc::clone(c.dirty_log()));
-        Ok(Migration {
-            set: PageSet::new(src.pages())?,
-            cpu_set: PageSet::new(src.pages())?,
-            src,
-            src_t,
-            cpu,
-            dst,
-            dst_t,
-            opts,
-            log,
-            buf: Vec::new(),
-        })
-    }
-
+impl Migration<'_, '_> {
     fn progress(&mut self, it: &Iteration) {
         if let Some(p) = self.opts.progress.as_mut() {
             p(it);

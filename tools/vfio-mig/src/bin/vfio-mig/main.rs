@@ -119,20 +119,20 @@ struct OpenArgs {
     fd: Option<RawFd>,
 }
 
-impl OpenArgs {
-    /// The open path `--iommufd` asks for.
-    fn path(&self) -> OpenPath {
-        if self.iommufd {
-            OpenPath::Iommufd
-        } else {
-            OpenPath::Legacy
-        }
+/// The open path `--iommufd` asks for.
+fn open_path(iommufd: bool) -> OpenPath {
+    if iommufd {
+        OpenPath::Iommufd
+    } else {
+        OpenPath::Legacy
     }
+}
 
+impl OpenArgs {
     /// The device `uuid`, opened the way the options say.
     fn open(&self, uuid: &str) -> Result<Device> {
         let Some(fd) = self.fd else {
-            let path = self.path();
+            let path = open_path(self.iommufd);
             return Device::open(uuid, path).with_context(|| format!("open {uuid} ({path})"));
         };
         // SAFETY: `inherited_fd` checked that the fd is open; it was handed

@@ -97,11 +97,7 @@ fn positive<T: TryFrom<u64>>(v: &str) -> Result<T, String> {
 
 impl MigrateArgs {
     fn path(&self) -> OpenPath {
-        if self.iommufd {
-            OpenPath::Iommufd
-        } else {
-            OpenPath::Legacy
-        }
+        crate::open_path(self.iommufd)
     }
 
     fn workload(&self) -> DeviceWorkload {
