@@ -19,7 +19,7 @@ use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use vfio_mig::sysfs::{self, Parent, TypeAttrs, DEFAULT_PARENT};
-use vfio_mig::{Device, OpenPath};
+use vfio_mig::{Device, MigrationRegionTransfer, OpenPath};
 
 const AFTER_HELP: &str = "\
 --fd N uses the VFIO device fd N inherited from the parent process (which keeps
@@ -117,6 +117,12 @@ struct OpenArgs {
     /// Use the inherited VFIO device fd N
     #[arg(long, value_name = "N", value_parser = inherited_fd)]
     fd: Option<RawFd>,
+}
+
+/// How a device's state moves: through its migration region (the 2018
+/// interface), the one interface so far. Another is picked here.
+fn transfer_of(dev: &Device) -> MigrationRegionTransfer<'_> {
+    MigrationRegionTransfer(dev)
 }
 
 /// The open path `--iommufd` asks for.

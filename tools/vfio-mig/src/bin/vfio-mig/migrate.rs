@@ -15,9 +15,9 @@ use vfio_mig::live::{
 };
 use vfio_mig::sysfs::{self, Mdev, Parent, DEFAULT_PARENT};
 use vfio_mig::units::human_bytes;
-use vfio_mig::{Device, MigrationRegionTransfer, OpenPath, StateTransfer};
+use vfio_mig::{Device, OpenPath, StateTransfer};
 
-use crate::{number, Output};
+use crate::{number, transfer_of, Output};
 
 /// `vfio-mig migrate`.
 #[derive(Debug, Args)]
@@ -265,7 +265,8 @@ fn migrate(a: &MigrateArgs, src: &Vm, dst: &Vm) -> Result<LiveReport> {
         settle: Duration::from_millis(a.settle),
         progress: Some(&mut progress),
     };
-    let result = live::migrate(src, cpu.as_mut(), dst, opts);
+    let (src_t, dst_t) = (transfer_of(&src.dev), transfer_of(&dst.dev));
+    let result = live::migrate_with(src, &src_t, cpu.as_mut(), dst, &dst_t, opts);
     // Whatever happened, the vCPU thread is stopped before the devices go.
     drop(cpu);
     if result.is_err() && a.quiet && !rows.is_empty() {
@@ -279,8 +280,8 @@ fn migrate(a: &MigrateArgs, src: &Vm, dst: &Vm) -> Result<LiveReport> {
             "live migration {} -> {} failed (source left in {}, destination in {})",
             src.dev.uuid(),
             dst.dev.uuid(),
-            MigrationRegionTransfer(&src.dev).state_words(),
-            MigrationRegionTransfer(&dst.dev).state_words()
+            src_t.state_words(),
+            dst_t.state_words()
         )
     })
 }

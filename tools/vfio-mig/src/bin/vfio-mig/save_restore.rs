@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use vfio_mig::transfer::{self, RestoreReport, SaveReport};
-use vfio_mig::{stream, Device, Error, MigrationRegionTransfer, SaveOptions, StateTransfer};
+use vfio_mig::{stream, Error, SaveOptions, StateTransfer};
 
-use crate::{number, parse_num, print_json, OpenArgs, Output};
+use crate::{number, parse_num, print_json, transfer_of, OpenArgs, Output};
 
 /// `vfio-mig save`.
 #[derive(Debug, Args)]
@@ -49,12 +49,6 @@ pub struct RestoreArgs {
     pub open: OpenArgs,
     #[command(flatten)]
     pub format: Output,
-}
-
-/// How the state moves: the 2018 migration region, the one interface so
-/// far (another one is picked here).
-fn transfer_of(dev: &Device) -> MigrationRegionTransfer<'_> {
-    MigrationRegionTransfer(dev)
 }
 
 /// What a saved stream holds, as `walk` finds it.
