@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use vfio_mig::migration::SaveOptions;
+use vfio_mig::SaveOptions;
 use vfio_mig::{Device, DeviceState, EventFd, OpenPath};
 
 use crate::device::{bar0, dma, irq, mig, region, SMALL};

@@ -11,8 +11,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use vfio_mig::migration::{state_name, Field, SaveOptions};
+use vfio_mig::migration::{state_name, Field};
 use vfio_mig::stream::{self, Layout};
+use vfio_mig::SaveOptions;
 use vfio_mig::{errno_name, Device, DeviceState, OpenPath, Pending};
 
 use crate::device::{
