@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
 # Build (once) the Rust-enabled 6.12 test kernel and print its directory.
 #
 # The tree is Debian's linux-source-6.12, configured from tinyconfig plus
@@ -23,7 +25,8 @@ log() { printf '[kernel] %s\n' "$*" >&2; }
 kver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
 key=$( {
 	echo "$kver"
-	cat "$fragment"
+	# The licence line is not configuration: it stays out of the key.
+	grep -v '^# SPDX-License-Identifier:' "$fragment"
 	sed -n '/^# --- key/,$p' "${BASH_SOURCE[0]}"
 	rustc --version
 	bindgen --version
@@ -41,6 +44,22 @@ if [ -f "$kdir/.vfio-mig-built" ]; then
 	echo "$kdir"
 	exit 0
 fi
+
+# The build runs in the background (the loop below reports progress), where
+# a non-interactive shell leaves it immune to Ctrl-C: stop it here, on
+# Ctrl-C or TERM. make passes SIGTERM on to the jobs it runs. (Above the
+# key marker: how a build is stopped does not change what it builds.)
+stop_build() { # EXIT_CODE
+	trap - INT TERM
+	if [ -n "${pid:-}" ] && kill -0 "$pid" 2>/dev/null; then
+		log "stopping the build (make, pid $pid)"
+		kill -TERM "$pid"
+		wait "$pid" || true
+	fi
+	exit "$1"
+}
+trap 'stop_build 130' INT
+trap 'stop_build 143' TERM
 
 # --- key: everything below changes the cache key ---------------------------
 mkdir -p "$cache"
