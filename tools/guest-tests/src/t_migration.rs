@@ -1295,14 +1295,41 @@ pub fn migration_failed_cancelled(env: &Env) -> TResult {
     }
     // Resuming side: the partial or restored state is thrown away.
     let (s, want) = saved(env, &SMALL, 0x13)?;
-    let cases: [(usize, bool, State); 5] = [
-        (0, false, State::Failed),
-        (0, false, State::Cancelled),
-        (s.len() / 2, false, State::Failed),
-        (s.len() / 2, false, State::Cancelled),
-        (s.len(), true, State::Failed),
+    /// A restore that got `fed` bytes of the stream (and reached
+    /// RESUME_COMPLETED if `completed`), then taken to `to`.
+    struct Case {
+        fed: usize,
+        completed: bool,
+        to: State,
+    }
+    let cases = [
+        Case {
+            fed: 0,
+            completed: false,
+            to: State::Failed,
+        },
+        Case {
+            fed: 0,
+            completed: false,
+            to: State::Cancelled,
+        },
+        Case {
+            fed: s.len() / 2,
+            completed: false,
+            to: State::Failed,
+        },
+        Case {
+            fed: s.len() / 2,
+            completed: false,
+            to: State::Cancelled,
+        },
+        Case {
+            fed: s.len(),
+            completed: true,
+            to: State::Failed,
+        },
     ];
-    for (fed, completed, to) in cases {
+    for Case { fed, completed, to } in cases {
         let from = if completed {
             State::ResumeCompleted
         } else {
@@ -1443,11 +1470,37 @@ pub fn migration_reset_close(env: &Env) -> TResult {
         a.dev().reset().ctx("reset A")?;
     }
     // In the middle of a restore (and after a complete one).
-    for (fed, completed, by_close) in [
-        (s.len() / 2, false, false),
-        (s.len() / 2, false, true),
-        (s.len(), true, false),
-    ] {
+    /// A restore that got `fed` bytes of the stream (and reached
+    /// RESUME_COMPLETED if `completed`), then ended by a close if
+    /// `by_close`, else by VFIO_DEVICE_RESET.
+    struct Case {
+        fed: usize,
+        completed: bool,
+        by_close: bool,
+    }
+    let cases = [
+        Case {
+            fed: s.len() / 2,
+            completed: false,
+            by_close: false,
+        },
+        Case {
+            fed: s.len() / 2,
+            completed: false,
+            by_close: true,
+        },
+        Case {
+            fed: s.len(),
+            completed: true,
+            by_close: false,
+        },
+    ];
+    for Case {
+        fed,
+        completed,
+        by_close,
+    } in cases
+    {
         let how = if by_close {
             "close"
         } else {
