@@ -45,16 +45,28 @@ if [ -f "$kdir/.vfio-mig-built" ]; then
 	exit 0
 fi
 
-# The build runs in the background (the loop below reports progress), where
-# a non-interactive shell leaves it immune to Ctrl-C: stop it here, on
-# Ctrl-C or TERM. make passes SIGTERM on to the jobs it runs. (Above the
-# key marker: how a build is stopped does not change what it builds.)
+# The build runs in the background (the loop below reports progress). A
+# Ctrl-C reaches it through the terminal's process group, but a TERM sent
+# to this script alone (timeout(1), a parent's cleanup) would leave it
+# running, and make passes no signal on to its jobs: on either, send TERM
+# to every process of the build (TERM is handled once the loop's sleep
+# ends). Above the key marker: how a build is stopped does not change what
+# it builds.
+build_tree() { # PID...: these processes and all their descendants
+	local p
+	for p in "$@"; do
+		echo "$p"
+		# shellcheck disable=SC2046 # one PID a word
+		build_tree $(pgrep -P "$p")
+	done
+}
 stop_build() { # EXIT_CODE
 	trap - INT TERM
 	if [ -n "${pid:-}" ] && kill -0 "$pid" 2>/dev/null; then
-		log "stopping the build (make, pid $pid)"
-		kill -TERM "$pid"
-		wait "$pid" || true
+		log "stopping the build (pid $pid and its descendants)"
+		# shellcheck disable=SC2046 # one PID a word
+		kill -TERM $(build_tree "$pid") 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
 	fi
 	exit "$1"
 }
