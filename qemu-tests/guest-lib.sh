@@ -89,5 +89,19 @@ check_dmesg() {
 	fi
 }
 
+# How long the boot took, from the host's start of it (vng-run.sh passes
+# its clock in VFIO_MIG_BOOT_START; the guest's clock is set from the host's
+# at boot) and from the kernel's start, as a line for the run's log.
+boot_report() {
+	local up
+	up=$(cut -d' ' -f1 /proc/uptime)
+	if [ -n "${VFIO_MIG_BOOT_START:-}" ]; then
+		echo "# boot: $(($(date +%s) - VFIO_MIG_BOOT_START)) s to first test (kernel up ${up%.*} s)"
+	else
+		echo "# boot: kernel up ${up%.*} s at first test"
+	fi
+}
+
+boot_report
 # debugfs holds kmemleak and the module's count of pinned pages.
 mountpoint -q "$debugfs" || mount -t debugfs none "$debugfs"
