@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Build (once) the Rust-enabled 6.12 test kernel and print its directory.
+# Build (once) a Rust-enabled 6.12 kernel and print its directory.
 #
-# The tree is Debian's linux-source-6.12, configured from tinyconfig plus
-# qemu-tests/kernel.config, built with LLVM=1. It lives in a cache outside
-# the checkout, keyed on the kernel version, the fragment, rustc, bindgen and
-# clang, so a second run only checks a stamp file.
+# usage: build-kernel.sh [--print-dir] [test|bench]
+#
+# The tree is Debian's linux-source-6.12, configured from tinyconfig plus a
+# fragment, built with LLVM=1. Two flavours share the source:
+#
+#   test   (default) qemu-tests/kernel.config: KASAN, lockdep, kmemleak and
+#          the other checks the guest suite fails on;
+#   bench  the same fragment with its "debugging" section replaced by
+#          qemu-tests/bench-kernel.config, which turns those options off
+#          (built only by `make bench`).
+#
+# Each lives in a cache outside the checkout, keyed on the kernel version,
+# the fragment, rustc, bindgen and clang, so a second run only checks a
+# stamp file.
 #
 # Progress goes to stderr; the kernel directory is the only thing on stdout.
 # With --print-dir, only print where the tree is (or would be) and build
@@ -15,26 +25,51 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${VFIO_MIG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vfio-mig-sample}
-fragment=$here/kernel.config
 tarball=/usr/src/linux-source-6.12.tar.xz
 
 log() { printf '[kernel] %s\n' "$*" >&2; }
+
+print_dir=false
+if [ "${1:-}" = "--print-dir" ]; then
+	print_dir=true
+	shift
+fi
+flavour=${1:-test}
+
+# The fragment's text. The licence line is not configuration: it stays out
+# of the key, which it would otherwise have changed.
+test_fragment() { grep -v '^# SPDX-License-Identifier:' "$here/kernel.config"; }
+case "$flavour" in
+test)
+	fragment_text=$(test_fragment)
+	name=linux ;;
+bench)
+	# The test fragment without its "# --- debugging" section (up to the
+	# next "# ---" header), then the benchmark kernel's own section.
+	fragment_text=$(
+		test_fragment | awk '/^# --- / { skip = /^# --- debugging/ } !skip'
+		grep -v '^# SPDX-License-Identifier:' "$here/bench-kernel.config"
+	)
+	name=linux-bench ;;
+*)
+	log "unknown flavour '$flavour' (test or bench)"
+	exit 2 ;;
+esac
 
 [ -f "$tarball" ] || { log "missing $tarball: run qemu-tests/install-deps.sh"; exit 1; }
 
 kver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
 key=$( {
 	echo "$kver"
-	# The licence line is not configuration: it stays out of the key.
-	grep -v '^# SPDX-License-Identifier:' "$fragment"
+	echo "$fragment_text"
 	sed -n '/^# --- key/,$p' "${BASH_SOURCE[0]}"
 	rustc --version
 	bindgen --version
 	clang --version | head -n 1
 } | sha256sum | cut -c1-16)
-kdir=$cache/linux-$kver-$key
+kdir=$cache/$name-$kver-$key
 
-if [ "${1:-}" = "--print-dir" ]; then
+if $print_dir; then
 	echo "$kdir"
 	exit 0
 fi
@@ -43,6 +78,16 @@ if [ -f "$kdir/.vfio-mig-built" ]; then
 	log "cached: $kdir"
 	echo "$kdir"
 	exit 0
+fi
+
+# The fragment kbuild merges: the test kernel's file, or the bench kernel's
+# text written beside its tree.
+if [ "$flavour" = test ]; then
+	fragment=$here/kernel.config
+else
+	mkdir -p "$cache"
+	fragment=$kdir.config
+	echo "$fragment_text" >"$fragment"
 fi
 
 # The build runs in the background (the loop below reports progress). A

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0
 # shellcheck shell=bash
 #
-# What the host scripts that boot the test kernel (run-all.sh,
+# What the host scripts that boot a kernel (run-all.sh,
 # boot-with.sh) share: sourced, under `set -uo pipefail` or stricter. Moves
 # to the checkout's top and keeps the steps' logs in a directory removed on
 # exit. Steps print the lines of checks.sh.
@@ -29,15 +29,17 @@ step() {
 	fi
 }
 
-# Builds (or finds) the test kernel and exports its directory as KDIR, for
-# make and for run_guest.
+# kernel [FLAVOUR]: builds (or finds) the test kernel, or the bench kernel
+# (qemu-tests/build-kernel.sh), and exports its directory as KDIR, for make
+# and run_guest.
 kernel() {
-	echo "# test kernel (cached; the first build takes about 20 minutes)"
-	if KDIR=$(qemu-tests/build-kernel.sh); then
+	local flavour=${1:-test}
+	echo "# $flavour kernel (cached; the first build takes about 20 minutes)"
+	if KDIR=$(qemu-tests/build-kernel.sh "$flavour"); then
 		export KDIR
-		ok "test kernel"
+		ok "$flavour kernel"
 	else
-		bad "test kernel" "build failed"
+		bad "$flavour kernel" "build failed"
 		return 1
 	fi
 }
@@ -50,5 +52,5 @@ kernel() {
 run_guest() {
 	local script=$1
 	shift
-	qemu-tests/vng-run.sh "$repo/qemu-tests/$script" "$repo" "$@" 2>&1 | cat
+	qemu-tests/vng-run.sh --kernel "$KDIR" "$repo/qemu-tests/$script" "$repo" "$@" 2>&1 | cat
 }

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Boots the cached test kernel under virtme-ng and runs a command in it as
-# root; exits with the command's exit code.
+# Boots a kernel under virtme-ng and runs a command in it as root; exits
+# with the command's exit code.
 #
-# usage: vng-run.sh COMMAND [ARG...]
+# usage: vng-run.sh [--kernel KDIR] COMMAND [ARG...]
+#
+# KDIR is a tree qemu-tests/build-kernel.sh built; the default is $KDIR,
+# else the test kernel.
 #
 # KVM guests hang or abort on these machines, so the guest runs under TCG.
 # `no5lvl`: KASAN reports a wild access at early boot under TCG's -cpu max
@@ -20,10 +23,15 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 venv=${VFIO_MIG_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/vfio-mig-sample/venv}
-kdir=${KDIR:-$("$here/build-kernel.sh" --print-dir)}
+if [ "${1:-}" = --kernel ]; then
+	kdir=$2
+	shift 2
+else
+	kdir=${KDIR:-$("$here/build-kernel.sh" --print-dir)}
+fi
 timeout_s=${VNG_TIMEOUT:-2400}
 
-[ -f "$kdir/.vfio-mig-built" ] || { echo "no test kernel in $kdir: run 'make kernel'" >&2; exit 1; }
+[ -f "$kdir/.vfio-mig-built" ] || { echo "no kernel built in $kdir: run 'make kernel'" >&2; exit 1; }
 # One kernel parameter: the path must not split.
 case "$here" in *[[:space:]]*) echo "vng-run.sh: $here has white space" >&2; exit 1 ;; esac
 
