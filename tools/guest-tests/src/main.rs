@@ -10,6 +10,15 @@
 //!
 //! Tests named `mtty_*` check the library's VFIO plumbing against the C
 //! sample mtty and skip when it is not loaded.
+//!
+//! The suite is a deliberately independent oracle: `src/device.rs` writes
+//! down by hand what `Documentation/` promises (regions, registers, config
+//! space, the migration region's layout, stream sizes, the state table)
+//! instead of taking the numbers from `rust/logic/abi.rs`, which the module
+//! and the `vfio-mig` library share. A number wrong there would be wrong on
+//! both sides of a check that used it, and the check would pass; against
+//! the hand-written copy it fails. Keep it that way: do not import
+//! `vfio_mig::abi` here.
 
 mod device;
 mod dmautil;
@@ -22,6 +31,7 @@ mod t_migration;
 mod t_misc;
 mod t_mtty;
 mod t_sysfs;
+mod t_v2;
 mod t_vfio;
 mod util;
 
@@ -117,6 +127,15 @@ const TESTS: &[Test] = tests![
     t_migration::migration_concurrent,
     t_migration::migration_dirty_query,
     t_migration::migration_cli,
+    t_v2::v2_discovery,
+    t_v2::v2_roundtrip,
+    t_v2::v2_region_interop,
+    t_v2::v2_precopy,
+    t_v2::v2_one_interface,
+    t_v2::v2_stale_files,
+    t_v2::v2_destination_setup,
+    t_v2::v2_corrupt_stream,
+    t_v2::v2_dma_logging,
     t_dma::dma_copy_legacy,
     t_dma::dma_copy_iommufd,
     t_dma::dma_irq,

@@ -11,12 +11,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use vfio_mig::migration::{state_name, Field, SaveOptions};
+use vfio_mig::migration::{state_name, Field};
 use vfio_mig::stream::{self, Layout};
-use vfio_mig::{errno_name, region_offset, Device, OpenPath, Pending, State};
+use vfio_mig::SaveOptions;
+use vfio_mig::{errno_name, Device, DeviceState, OpenPath, Pending};
 
 use crate::device::{
-    bar0, cfg, mig, region, TypeSpec, LARGE, MIGRATION_FLAGS, MIGRATION_TYPE, SMALL,
+    bar0, cfg, mig, region, region_offset, TypeSpec, LARGE, MIGRATION_FLAGS, MIGRATION_TYPE, SMALL,
 };
 use crate::t_bars::{check_bar0_power_on, check_bar2_zero};
 use crate::t_config::{check_power_on, same_bytes, snapshot};
@@ -35,7 +36,7 @@ const EBUSY: i32 = libc::EBUSY;
 
 /// Opens a fresh mdev; skips the test while the module has no migration
 /// region (size 0).
-fn open(env: &Env, spec: &'static TypeSpec, path: OpenPath) -> Result<Fixture, String> {
+pub(crate) fn open(env: &Env, spec: &'static TypeSpec, path: OpenPath) -> Result<Fixture, String> {
     let fx = env.open(spec, path)?;
     let r = fx.dev().region_info(M).ctx("GET_REGION_INFO 9")?;
     if r.size == 0 {
@@ -44,7 +45,7 @@ fn open(env: &Env, spec: &'static TypeSpec, path: OpenPath) -> Result<Fixture, S
     Ok(fx)
 }
 
-fn expect_state(dev: &Device, want: State, what: &str) -> TResult {
+fn expect_state(dev: &Device, want: DeviceState, what: &str) -> TResult {
     let got = dev
         .device_state_raw()
         .ctx(&format!("{what}: read device_state"))?;
@@ -56,7 +57,7 @@ fn expect_state(dev: &Device, want: State, what: &str) -> TResult {
     Ok(())
 }
 
-fn go(dev: &Device, path: &[State]) -> TResult {
+pub(crate) fn go(dev: &Device, path: &[DeviceState]) -> TResult {
     for s in path {
         dev.set_state(*s).map_err(|e| e.to_string())?;
     }
@@ -65,8 +66,8 @@ fn go(dev: &Device, path: &[State]) -> TResult {
 
 /// Reaches `s` from NONE by a valid path. RESUME and RESUME_COMPLETED get
 /// all of `stream` (a complete stream for this device's type).
-fn reach(dev: &Device, s: State, stream: &[u8]) -> TResult {
-    use State::*;
+fn reach(dev: &Device, s: DeviceState, stream: &[u8]) -> TResult {
+    use DeviceState::*;
     match s {
         None => {}
         Running => go(dev, &[Running])?,
@@ -120,11 +121,12 @@ fn feed_at(
 
 /// RESUME, the whole stream in `chunk`-byte pieces, RESUME_COMPLETED,
 /// RUNNING.
-fn restore(dev: &Device, stream: &[u8], chunk: usize) -> TResult {
-    dev.set_state(State::Resume).map_err(|e| e.to_string())?;
+pub(crate) fn restore(dev: &Device, stream: &[u8], chunk: usize) -> TResult {
+    dev.set_state(DeviceState::Resume)
+        .map_err(|e| e.to_string())?;
     feed(dev, stream, &mut |_| chunk)
         .map_err(|(p, e)| format!("set buffer at stream byte {p}: {e}"))?;
-    go(dev, &[State::ResumeCompleted, State::Running])
+    go(dev, &[DeviceState::ResumeCompleted, DeviceState::Running])
 }
 
 /// Reads chunks until get buffer returns 0; appends them to `out`.
@@ -142,7 +144,7 @@ fn drain(dev: &Device, out: &mut Vec<u8>) -> Result<usize, String> {
 }
 
 /// Saves with the library's flow (one pre-copy pass).
-fn save(dev: &Device, threshold: u64) -> Result<Vec<u8>, String> {
+pub(crate) fn save(dev: &Device, threshold: u64) -> Result<Vec<u8>, String> {
     let mut v = Vec::new();
     let opts = SaveOptions {
         threshold,
@@ -162,7 +164,7 @@ fn pending(dev: &Device) -> Result<Pending, String> {
 }
 
 /// Walks a stream and checks its header against `spec`.
-fn layout(s: &[u8], spec: &TypeSpec) -> Result<Layout, String> {
+pub(crate) fn layout(s: &[u8], spec: &TypeSpec) -> Result<Layout, String> {
     let l = stream::walk(s).map_err(|e| format!("saved stream: {e}"))?;
     ensure_eq!(
         l.header.type_id,
@@ -190,7 +192,7 @@ fn layout(s: &[u8], spec: &TypeSpec) -> Result<Layout, String> {
 
 /// Everything a migration must carry: config space, BAR0 registers, BAR2.
 #[derive(Clone)]
-struct Snap {
+pub(crate) struct Snap {
     config: Vec<u8>,
     regs: Vec<u32>,
     mem: Vec<u8>,
@@ -208,7 +210,7 @@ const REG_NAMES: [&str; 9] = [
     "IRQ_COUNT",
 ];
 
-fn snap(dev: &Device, spec: &TypeSpec) -> Result<Snap, String> {
+pub(crate) fn snap(dev: &Device, spec: &TypeSpec) -> Result<Snap, String> {
     let regs = (0..bar0::END)
         .step_by(4)
         .map(|off| dev.r32(B0, off))
@@ -226,7 +228,7 @@ fn snap(dev: &Device, spec: &TypeSpec) -> Result<Snap, String> {
 }
 
 /// Compares two snapshots; STATUS only when `status` (it shows QUIESCED).
-fn same(got: &Snap, want: &Snap, status: bool, what: &str) -> TResult {
+pub(crate) fn same(got: &Snap, want: &Snap, status: bool, what: &str) -> TResult {
     same_bytes(&got.config, &want.config, &format!("{what}: config space"))?;
     for (i, name) in REG_NAMES.iter().enumerate() {
         if !status && i as u64 * 4 == bar0::STATUS {
@@ -240,7 +242,7 @@ fn same(got: &Snap, want: &Snap, status: bool, what: &str) -> TResult {
 /// Gives every kind of migrated state a value that depends on `seed`:
 /// registers (SCRATCH, IRQ_ENABLE, doorbell count and IRQ_STATUS), config
 /// space (BAR0/BAR2 bases, command, interrupt line, MSI), all of BAR2.
-fn fill(dev: &Device, spec: &TypeSpec, seed: u8) -> TResult {
+pub(crate) fn fill(dev: &Device, spec: &TypeSpec, seed: u8) -> TResult {
     let s = seed as u32;
     dev.w32(B0, bar0::SCRATCH, 0x5ca7_0000 | s << 8 | s)?;
     dev.w32(B0, bar0::IRQ_ENABLE, bar0::IRQ_DOORBELL)?;
@@ -275,7 +277,7 @@ fn fill(dev: &Device, spec: &TypeSpec, seed: u8) -> TResult {
 }
 
 /// The whole device is at power-on and not quiesced.
-fn check_power_on_all(dev: &Device, spec: &TypeSpec, what: &str) -> TResult {
+pub(crate) fn check_power_on_all(dev: &Device, spec: &TypeSpec, what: &str) -> TResult {
     let r = (|| {
         check_power_on(dev, spec)?;
         check_bar0_power_on(dev, spec)?;
@@ -285,7 +287,7 @@ fn check_power_on_all(dev: &Device, spec: &TypeSpec, what: &str) -> TResult {
 }
 
 /// BAR0 and BAR2 writes work (and are undone, so snapshots still hold).
-fn check_writable(dev: &Device, what: &str) -> TResult {
+pub(crate) fn check_writable(dev: &Device, what: &str) -> TResult {
     let old = dev.r32(B0, bar0::SCRATCH)?;
     dev.write32(B0, bar0::SCRATCH, !old)
         .ctx(&format!("{what}: BAR0 SCRATCH write"))?;
@@ -303,7 +305,7 @@ fn check_writable(dev: &Device, what: &str) -> TResult {
 }
 
 /// STATUS.QUIESCED as the state says.
-fn check_quiesced(dev: &Device, quiesced: bool, what: &str) -> TResult {
+pub(crate) fn check_quiesced(dev: &Device, quiesced: bool, what: &str) -> TResult {
     let st = dev.r32(B0, bar0::STATUS)?;
     ensure!(
         (st & bar0::STATUS_QUIESCED != 0) == quiesced,
@@ -314,7 +316,11 @@ fn check_quiesced(dev: &Device, quiesced: bool, what: &str) -> TResult {
 }
 
 /// A saved stream of a filled device of `spec` and that device's snapshot.
-fn saved(env: &Env, spec: &'static TypeSpec, seed: u8) -> Result<(Vec<u8>, Snap), String> {
+pub(crate) fn saved(
+    env: &Env,
+    spec: &'static TypeSpec,
+    seed: u8,
+) -> Result<(Vec<u8>, Snap), String> {
     let a = open(env, spec, OpenPath::Legacy)?;
     fill(a.dev(), spec, seed)?;
     let want = snap(a.dev(), spec)?;
@@ -404,7 +410,7 @@ pub fn migration_region_discovery(env: &Env) -> TResult {
         );
         // A fresh device is in NONE, reports nothing pending, and is not
         // quiesced.
-        expect_state(dev, State::None, &format!("{what}: fresh device"))?;
+        expect_state(dev, DeviceState::None, &format!("{what}: fresh device"))?;
         ensure_eq!(pending(dev)?, Pending::default(), "{what}: pending in NONE");
         check_quiesced(dev, false, &format!("{what}: fresh device"))?;
     }
@@ -422,12 +428,12 @@ fn plain_fields(dev: &Device) -> Result<Vec<(Field, u64)>, String> {
 
 pub fn migration_field_access(env: &Env) -> TResult {
     let mut fx = open(env, &SMALL, OpenPath::Legacy)?;
-    for phase in [State::Running, State::PreCopy] {
+    for phase in [DeviceState::Running, DeviceState::PreCopy] {
         fx.reopen(OpenPath::Legacy)?;
         let dev = fx.dev();
         reach(dev, phase, &[])?;
         // Whole-field writes of the RW inputs take and read back.
-        let inputs: &[(Field, u64)] = if phase == State::PreCopy {
+        let inputs: &[(Field, u64)] = if phase == DeviceState::PreCopy {
             &[
                 (Field::ThresholdSize, 0x3000),
                 (Field::DataOffset, 0x2000),
@@ -526,8 +532,8 @@ fn unchanged(dev: &Device, before: &[(Field, u64)], what: &str) -> TResult {
 pub fn migration_transitions(env: &Env) -> TResult {
     let (stream, _) = saved(env, &SMALL, 0x21)?;
     let mut fx = open(env, &SMALL, OpenPath::Legacy)?;
-    for from in State::ALL {
-        for to in State::ALL {
+    for from in DeviceState::ALL {
+        for to in DeviceState::ALL {
             fx.reopen(OpenPath::Legacy)?;
             let dev = fx.dev();
             reach(dev, from, &stream)?;
@@ -551,8 +557,8 @@ pub fn migration_transitions(env: &Env) -> TResult {
             if from == to {
                 // Writing the current state again changes nothing.
                 ensure_eq!(pending(dev)?, p0, "{what}: pending after the no-op write");
-                if from == State::Resume {
-                    dev.set_state(State::ResumeCompleted).map_err(|e| {
+                if from == DeviceState::Resume {
+                    dev.set_state(DeviceState::ResumeCompleted).map_err(|e| {
                         format!("{what}: the stream was lost by the no-op write: {e}")
                     })?;
                 }
@@ -575,16 +581,16 @@ pub fn migration_transitions(env: &Env) -> TResult {
     for (len, what) in [(0, "no stream"), (stream.len() / 2, "half a stream")] {
         fx.reopen(OpenPath::Legacy)?;
         let dev = fx.dev();
-        go(dev, &[State::Resume])?;
+        go(dev, &[DeviceState::Resume])?;
         feed(dev, &stream[..len], &mut |_| 4096).map_err(|(p, e)| format!("{p}: {e}"))?;
         expect_errno(
-            dev.set_state(State::ResumeCompleted),
+            dev.set_state(DeviceState::ResumeCompleted),
             EINVAL,
             &format!("RESUME_COMPLETED with {what}"),
         )?;
         expect_state(
             dev,
-            State::Resume,
+            DeviceState::Resume,
             &format!("after RESUME_COMPLETED with {what}"),
         )?;
     }
@@ -597,7 +603,7 @@ pub fn migration_transitions(env: &Env) -> TResult {
 pub fn migration_actions_by_state(env: &Env) -> TResult {
     let (stream, _) = saved(env, &SMALL, 0x22)?;
     let mut fx = open(env, &SMALL, OpenPath::Legacy)?;
-    for st in State::ALL {
+    for st in DeviceState::ALL {
         fx.reopen(OpenPath::Legacy)?;
         let dev = fx.dev();
         reach(dev, st, &stream)?;
@@ -616,7 +622,7 @@ pub fn migration_actions_by_state(env: &Env) -> TResult {
             expect_errno(r, EINVAL, &format!("{st}: get buffer"))?;
         }
         let r = dev.set_buffer(&[], mig::DATA_OFF);
-        if st == State::Resume {
+        if st == DeviceState::Resume {
             r.map_err(|e| format!("{st}: set buffer of 0 bytes: {e}"))?;
         } else {
             expect_errno(r, EINVAL, &format!("{st}: set buffer"))?;
@@ -641,7 +647,7 @@ pub fn migration_roundtrip_chunks(env: &Env) -> TResult {
     fill(dev_a, &SMALL, 0x33)?;
     let want = snap(dev_a, &SMALL)?;
     let mut chunks = Vec::new();
-    let mut on_chunk = |st: State, n: usize| {
+    let mut on_chunk = |st: DeviceState, n: usize| {
         chunks.push((st, n));
         Ok(())
     };
@@ -672,7 +678,7 @@ pub fn migration_roundtrip_chunks(env: &Env) -> TResult {
         "page records"
     );
     // The source is stopped but unchanged.
-    expect_state(dev_a, State::SaveCompleted, "source after save")?;
+    expect_state(dev_a, DeviceState::SaveCompleted, "source after save")?;
     check_quiesced(dev_a, true, "source in SAVE_COMPLETED")?;
     same(&snap(dev_a, &SMALL)?, &want, false, "source after save")?;
 
@@ -680,7 +686,7 @@ pub fn migration_roundtrip_chunks(env: &Env) -> TResult {
     let dev_b = b.dev();
     // Set buffer refuses spans outside the data area and changes nothing:
     // the good stream still restores after them.
-    go(dev_b, &[State::Resume])?;
+    go(dev_b, &[DeviceState::Resume])?;
     for (off, size) in [
         (0u64, 4u64),
         (mig::INFO_SIZE, 8),
@@ -699,7 +705,7 @@ pub fn migration_roundtrip_chunks(env: &Env) -> TResult {
         .ctx("set buffer of 0 bytes")?;
     feed(dev_b, &s, &mut |_| 64 << 10)
         .map_err(|(p, e)| format!("good stream after refused spans: at {p}: {e}"))?;
-    go(dev_b, &[State::ResumeCompleted, State::Running])
+    go(dev_b, &[DeviceState::ResumeCompleted, DeviceState::Running])
         .map_err(|e| format!("good stream after refused spans: {e}"))?;
     same(
         &snap(dev_b, &SMALL)?,
@@ -757,12 +763,12 @@ pub fn migration_roundtrip_chunks(env: &Env) -> TResult {
     ];
     for (what, mut chunk, mut at) in variants {
         dev_b.reset().ctx("reset B")?;
-        expect_state(dev_b, State::None, &format!("{what}: B after reset"))?;
-        go(dev_b, &[State::Resume])?;
+        expect_state(dev_b, DeviceState::None, &format!("{what}: B after reset"))?;
+        go(dev_b, &[DeviceState::Resume])?;
         check_quiesced(dev_b, true, &format!("{what}: B in RESUME"))?;
         feed_at(dev_b, &s, &mut *chunk, &mut *at)
             .map_err(|(p, e)| format!("{what}: set buffer at stream byte {p}: {e}"))?;
-        go(dev_b, &[State::ResumeCompleted]).map_err(|e| format!("{what}: {e}"))?;
+        go(dev_b, &[DeviceState::ResumeCompleted]).map_err(|e| format!("{what}: {e}"))?;
         check_quiesced(dev_b, true, &format!("{what}: B in RESUME_COMPLETED"))?;
         same(
             &snap(dev_b, &SMALL)?,
@@ -770,7 +776,7 @@ pub fn migration_roundtrip_chunks(env: &Env) -> TResult {
             false,
             &format!("{what}: B in RESUME_COMPLETED"),
         )?;
-        go(dev_b, &[State::Running]).map_err(|e| format!("{what}: {e}"))?;
+        go(dev_b, &[DeviceState::Running]).map_err(|e| format!("{what}: {e}"))?;
         same(
             &snap(dev_b, &SMALL)?,
             &want,
@@ -801,7 +807,7 @@ fn bad_span(dev: &Device, off: u64, size: u64) -> TResult {
         EINVAL,
         &format!("{what}: data.size write"),
     )?;
-    expect_state(dev, State::Resume, &what)
+    expect_state(dev, DeviceState::Resume, &what)
 }
 
 /// Get buffer under a changing threshold: every chunk is exactly
@@ -811,7 +817,7 @@ pub fn migration_roundtrip_threshold(env: &Env) -> TResult {
     let dev = a.dev();
     fill(dev, &SMALL, 0x44)?;
     let want = snap(dev, &SMALL)?;
-    go(dev, &[State::Running, State::Setup])?;
+    go(dev, &[DeviceState::Running, DeviceState::Setup])?;
     let (pre, compat, post) = mig::pending_at_setup(SMALL.mem_size);
     ensure_eq!(
         pending(dev)?,
@@ -827,7 +833,7 @@ pub fn migration_roundtrip_threshold(env: &Env) -> TResult {
         EINVAL,
         "get buffer in SETUP",
     )?;
-    go(dev, &[State::PreCopy])?;
+    go(dev, &[DeviceState::PreCopy])?;
     let mut s = Vec::new();
     let mut buf = Vec::new();
     // (threshold, chunks to read with it; 0 = until get buffer returns 0)
@@ -867,7 +873,7 @@ pub fn migration_roundtrip_threshold(env: &Env) -> TResult {
         },
         "pending once pre-copy has sent everything"
     );
-    go(dev, &[State::StopNCopy])?;
+    go(dev, &[DeviceState::StopNCopy])?;
     dev.set_threshold(10_000).ctx("set threshold")?;
     loop {
         let p0 = pending(dev)?;
@@ -893,7 +899,7 @@ pub fn migration_roundtrip_threshold(env: &Env) -> TResult {
         0,
         "get buffer after the end"
     );
-    go(dev, &[State::SaveCompleted])?;
+    go(dev, &[DeviceState::SaveCompleted])?;
     ensure_eq!(
         pending(dev)?,
         Pending::default(),
@@ -921,7 +927,7 @@ pub fn migration_roundtrip_large(env: &Env) -> TResult {
     fill(a.dev(), &LARGE, 0x55)?;
     let want = snap(a.dev(), &LARGE)?;
     let mut sizes = Vec::new();
-    let mut on_chunk = |_: State, n: usize| {
+    let mut on_chunk = |_: DeviceState, n: usize| {
         sizes.push(n as u64);
         Ok(())
     };
@@ -953,7 +959,7 @@ pub fn migration_roundtrip_large(env: &Env) -> TResult {
         .restore_from(&mut &s[..], mig::DATA_LEN as usize)
         .ctx("restore_from")?;
     ensure_eq!(rep.bytes, s.len() as u64, "restored bytes");
-    expect_state(b.dev(), State::Running, "B after restore_from")?;
+    expect_state(b.dev(), DeviceState::Running, "B after restore_from")?;
     same(&snap(b.dev(), &LARGE)?, &want, true, "B")
 }
 
@@ -972,7 +978,14 @@ pub fn migration_precopy_dirty(env: &Env) -> TResult {
     fill(dev, &SMALL, 0x66)?;
     let (_, _, post) = mig::pending_at_setup(SMALL.mem_size);
     let rec = mig::PAGE_RECORD_LEN as u64;
-    go(dev, &[State::Running, State::Setup, State::PreCopy])?;
+    go(
+        dev,
+        &[
+            DeviceState::Running,
+            DeviceState::Setup,
+            DeviceState::PreCopy,
+        ],
+    )?;
     dev.set_threshold(8192).ctx("threshold")?;
     let mut s = Vec::new();
     drain(dev, &mut s)?;
@@ -1018,7 +1031,7 @@ pub fn migration_precopy_dirty(env: &Env) -> TResult {
     }
     // One more page between the last pass and the stop.
     touch(dev, &[12], 0xcc)?;
-    go(dev, &[State::StopNCopy])?;
+    go(dev, &[DeviceState::StopNCopy])?;
     ensure_eq!(
         pending(dev)?,
         Pending {
@@ -1031,7 +1044,7 @@ pub fn migration_precopy_dirty(env: &Env) -> TResult {
     expect_errno(dev.write8(B2, 0, 1), EBUSY, "BAR2 write in STOPNCOPY")?;
     drain(dev, &mut s)?;
     ensure_eq!(pending(dev)?.total(), 0, "pending at the end");
-    go(dev, &[State::SaveCompleted])?;
+    go(dev, &[DeviceState::SaveCompleted])?;
     let at_stop = snap(dev, &SMALL)?;
     let l = layout(&s, &SMALL)?;
     ensure_eq!(
@@ -1108,7 +1121,7 @@ fn expect_rejected(
 ) -> TResult {
     dev.reset().ctx("reset")?;
     fill(dev, spec, 0x77)?;
-    go(dev, &[State::Running, State::Resume])?;
+    go(dev, &[DeviceState::Running, DeviceState::Resume])?;
     match feed(dev, bad, &mut |_| 4096) {
         Ok(()) => {}
         Err((pos, e)) => {
@@ -1126,16 +1139,16 @@ fn expect_rejected(
         }
     }
     expect_errno(
-        dev.set_state(State::ResumeCompleted),
+        dev.set_state(DeviceState::ResumeCompleted),
         EINVAL,
         &format!("{what}: RESUME_COMPLETED"),
     )?;
     expect_state(
         dev,
-        State::Resume,
+        DeviceState::Resume,
         &format!("{what}: after the refused RESUME_COMPLETED"),
     )?;
-    go(dev, &[State::Failed])?;
+    go(dev, &[DeviceState::Failed])?;
     check_power_on_all(dev, spec, &format!("{what}: in FAILED"))?;
     check_writable(dev, &format!("{what}: in FAILED"))?;
     if let Some(want) = want {
@@ -1242,12 +1255,12 @@ pub fn migration_failed_cancelled(env: &Env) -> TResult {
     let mut buf = Vec::new();
     // Saving side: the device runs again as it was.
     for from in [
-        State::Setup,
-        State::PreCopy,
-        State::StopNCopy,
-        State::SaveCompleted,
+        DeviceState::Setup,
+        DeviceState::PreCopy,
+        DeviceState::StopNCopy,
+        DeviceState::SaveCompleted,
     ] {
-        for to in [State::Failed, State::Cancelled] {
+        for to in [DeviceState::Failed, DeviceState::Cancelled] {
             let what = format!("{from} -> {to}");
             a.reopen(OpenPath::Legacy)?;
             let dev = a.dev();
@@ -1255,7 +1268,7 @@ pub fn migration_failed_cancelled(env: &Env) -> TResult {
             let before = snap(dev, &SMALL)?;
             dev.set_threshold(4096).ctx("threshold")?;
             reach(dev, from, &[])?;
-            if matches!(from, State::PreCopy | State::StopNCopy) {
+            if matches!(from, DeviceState::PreCopy | DeviceState::StopNCopy) {
                 dev.get_buffer(&mut buf)
                     .map_err(|e| format!("{what}: {e}"))?;
             }
@@ -1300,49 +1313,49 @@ pub fn migration_failed_cancelled(env: &Env) -> TResult {
     struct Case {
         fed: usize,
         completed: bool,
-        to: State,
+        to: DeviceState,
     }
     let cases = [
         Case {
             fed: 0,
             completed: false,
-            to: State::Failed,
+            to: DeviceState::Failed,
         },
         Case {
             fed: 0,
             completed: false,
-            to: State::Cancelled,
+            to: DeviceState::Cancelled,
         },
         Case {
             fed: s.len() / 2,
             completed: false,
-            to: State::Failed,
+            to: DeviceState::Failed,
         },
         Case {
             fed: s.len() / 2,
             completed: false,
-            to: State::Cancelled,
+            to: DeviceState::Cancelled,
         },
         Case {
             fed: s.len(),
             completed: true,
-            to: State::Failed,
+            to: DeviceState::Failed,
         },
     ];
     for Case { fed, completed, to } in cases {
         let from = if completed {
-            State::ResumeCompleted
+            DeviceState::ResumeCompleted
         } else {
-            State::Resume
+            DeviceState::Resume
         };
         let what = format!("{from} ({fed} bytes fed) -> {to}");
         let dev = b.dev();
         dev.reset().ctx("reset B")?;
         fill(dev, &SMALL, 0x99)?;
-        go(dev, &[State::Running, State::Resume])?;
+        go(dev, &[DeviceState::Running, DeviceState::Resume])?;
         feed(dev, &s[..fed], &mut |_| 4096).map_err(|(p, e)| format!("{what}: {p}: {e}"))?;
         if completed {
-            go(dev, &[State::ResumeCompleted])?;
+            go(dev, &[DeviceState::ResumeCompleted])?;
             same(
                 &snap(dev, &SMALL)?,
                 &want,
@@ -1368,7 +1381,7 @@ pub fn migration_failed_cancelled(env: &Env) -> TResult {
 pub fn migration_quiesced(env: &Env) -> TResult {
     let (s, _) = saved(env, &SMALL, 0x14)?;
     let mut fx = open(env, &SMALL, OpenPath::Legacy)?;
-    for st in State::ALL {
+    for st in DeviceState::ALL {
         fx.reopen(OpenPath::Legacy)?;
         let dev = fx.dev();
         fill(dev, &SMALL, 0x15)?;
@@ -1428,10 +1441,10 @@ pub fn migration_reset_close(env: &Env) -> TResult {
     let mut buf = Vec::new();
     // In the middle of a save.
     for (mid, by_close) in [
-        (State::PreCopy, false),
-        (State::StopNCopy, false),
-        (State::PreCopy, true),
-        (State::StopNCopy, true),
+        (DeviceState::PreCopy, false),
+        (DeviceState::StopNCopy, false),
+        (DeviceState::PreCopy, true),
+        (DeviceState::StopNCopy, true),
     ] {
         let how = if by_close {
             "close"
@@ -1451,7 +1464,7 @@ pub fn migration_reset_close(env: &Env) -> TResult {
             a.dev().reset().ctx(&what)?;
         }
         let dev = a.dev();
-        expect_state(dev, State::None, &what)?;
+        expect_state(dev, DeviceState::None, &what)?;
         check_power_on_all(dev, &SMALL, &what)?;
         ensure_eq!(pending(dev)?, Pending::default(), "{what}: pending");
         expect_errno(
@@ -1507,10 +1520,10 @@ pub fn migration_reset_close(env: &Env) -> TResult {
             "VFIO_DEVICE_RESET"
         };
         let what = format!("{how} after {fed} stream bytes (completed: {completed})");
-        go(a.dev(), &[State::Resume])?;
+        go(a.dev(), &[DeviceState::Resume])?;
         feed(a.dev(), &s[..fed], &mut |_| 4096).map_err(|(p, e)| format!("{what}: {p}: {e}"))?;
         if completed {
-            go(a.dev(), &[State::ResumeCompleted])?;
+            go(a.dev(), &[DeviceState::ResumeCompleted])?;
         }
         if by_close {
             a.reopen(OpenPath::Legacy)?;
@@ -1518,7 +1531,7 @@ pub fn migration_reset_close(env: &Env) -> TResult {
             a.dev().reset().ctx(&what)?;
         }
         let dev = a.dev();
-        expect_state(dev, State::None, &what)?;
+        expect_state(dev, DeviceState::None, &what)?;
         check_power_on_all(dev, &SMALL, &what)?;
         expect_errno(
             dev.set_buffer(&s[..16], mig::DATA_OFF),
@@ -1547,7 +1560,14 @@ pub fn migration_concurrent(env: &Env) -> TResult {
     let dev = a.dev();
     fill(dev, &SMALL, 0x19)?;
     dev.set_threshold(4096).ctx("threshold")?;
-    go(dev, &[State::Running, State::Setup, State::PreCopy])?;
+    go(
+        dev,
+        &[
+            DeviceState::Running,
+            DeviceState::Setup,
+            DeviceState::PreCopy,
+        ],
+    )?;
     let done = AtomicBool::new(false);
     let (saver, writer) = std::thread::scope(|sc| {
         let saver = sc.spawn(|| -> Result<(Vec<u8>, u32), String> {
@@ -1581,7 +1601,7 @@ pub fn migration_concurrent(env: &Env) -> TResult {
                         .map_err(|e| format!("writer {i}: SCRATCH: {e}"))?;
                     let st = dev.device_state_raw().map_err(|e| e.to_string())?;
                     ensure!(
-                        st == State::PreCopy.raw(),
+                        st == DeviceState::PreCopy.raw(),
                         "writer {i}: device_state {}",
                         state_name(st)
                     );
@@ -1613,10 +1633,10 @@ pub fn migration_concurrent(env: &Env) -> TResult {
     });
     writer?;
     let (mut s, _) = saver?;
-    go(dev, &[State::StopNCopy])?;
+    go(dev, &[DeviceState::StopNCopy])?;
     drain(dev, &mut s)?;
     ensure_eq!(pending(dev)?.total(), 0, "pending at the end");
-    go(dev, &[State::SaveCompleted])?;
+    go(dev, &[DeviceState::SaveCompleted])?;
     let at_stop = snap(dev, &SMALL)?;
     layout(&s, &SMALL)?;
     restore(b.dev(), &s, 4096)?;
@@ -1635,7 +1655,7 @@ pub fn migration_dirty_query(env: &Env) -> TResult {
     let (s, _) = saved(env, &SMALL, 0x1a)?;
     let mut fx = open(env, &SMALL, OpenPath::Legacy)?;
     // Outside SETUP, PRECOPY, STOPNCOPY the query fails.
-    for st in State::ALL.iter().filter(|s| !mig::SAVING.contains(s)) {
+    for st in DeviceState::ALL.iter().filter(|s| !mig::SAVING.contains(s)) {
         fx.reopen(OpenPath::Legacy)?;
         reach(fx.dev(), *st, &s)?;
         let mut b = [0u8; 8];
@@ -1706,13 +1726,20 @@ pub fn migration_dirty_query(env: &Env) -> TResult {
     let dev = fx.dev();
     fill(dev, &SMALL, 0x1b)?;
     dev.set_threshold(8192).ctx("threshold")?;
-    go(dev, &[State::Running, State::Setup, State::PreCopy])?;
+    go(
+        dev,
+        &[
+            DeviceState::Running,
+            DeviceState::Setup,
+            DeviceState::PreCopy,
+        ],
+    )?;
     let mut out = Vec::new();
     let mut buf = Vec::new();
     let mut again = Vec::new();
-    for phase in [State::PreCopy, State::StopNCopy] {
-        if phase == State::StopNCopy {
-            go(dev, &[State::StopNCopy])?;
+    for phase in [DeviceState::PreCopy, DeviceState::StopNCopy] {
+        if phase == DeviceState::StopNCopy {
+            go(dev, &[DeviceState::StopNCopy])?;
         }
         loop {
             let n = dev.get_buffer(&mut buf).map_err(|e| e.to_string())?;
@@ -1732,7 +1759,7 @@ pub fn migration_dirty_query(env: &Env) -> TResult {
             out.extend_from_slice(&buf);
         }
     }
-    go(dev, &[State::SaveCompleted])?;
+    go(dev, &[DeviceState::SaveCompleted])?;
     let want = snap(dev, &SMALL)?;
     let b = open(env, &SMALL, OpenPath::Legacy)?;
     restore(b.dev(), &out, 4096)?;
@@ -1856,7 +1883,7 @@ fn cli_inner(env: &Env, file: &str, bad: &str) -> TResult {
     )?;
     let so = cli_ok(&out, "vfio-mig save --fd")?;
     ensure!(so.contains("saved "), "save output: {so}");
-    expect_state(a.dev(), State::SaveCompleted, "A after vfio-mig save")?;
+    expect_state(a.dev(), DeviceState::SaveCompleted, "A after vfio-mig save")?;
     let s = std::fs::read(file).map_err(|e| format!("read {file}: {e}"))?;
     layout(&s, &SMALL)?;
 
@@ -1869,7 +1896,7 @@ fn cli_inner(env: &Env, file: &str, bad: &str) -> TResult {
         so.contains(&format!("restored {} bytes", s.len())),
         "restore output: {so}"
     );
-    expect_state(b.dev(), State::Running, "B after vfio-mig restore")?;
+    expect_state(b.dev(), DeviceState::Running, "B after vfio-mig restore")?;
     same(
         &snap(b.dev(), &SMALL)?,
         &want,

@@ -3,7 +3,7 @@
 //! completion and interrupts, bad commands, unmapped IOVAs, the queue, the
 //! 4 GiB boundary and the longest command.
 
-use vfio_mig::{EventFd, OpenPath, State};
+use vfio_mig::{DeviceState, EventFd, OpenPath};
 
 use crate::device::{bar0, dma, irq, SMALL};
 use crate::dmautil::{
@@ -370,10 +370,17 @@ pub fn dma_quiesce(env: &Env) -> TResult {
     let fx = env.open(&SMALL, OpenPath::Legacy)?;
     let dev = fx.dev();
     let ram = Ram::map(dev, BASE, 256, SENTINEL)?;
-    go(dev, &[State::Running, State::Setup, State::PreCopy])?;
+    go(
+        dev,
+        &[
+            DeviceState::Running,
+            DeviceState::Setup,
+            DeviceState::PreCopy,
+        ],
+    )?;
     let c = Cmd::fill(BASE, 256 * PAGE as u32, 0x5151_a2a2);
     queue(dev, &c)?;
-    set_state(dev, State::StopNCopy)?;
+    set_state(dev, DeviceState::StopNCopy)?;
     let st = rd(dev, dma::STATUS)?;
     ensure!(
         st == dma::QUEUED || st == dma::DONE,
@@ -388,7 +395,7 @@ pub fn dma_quiesce(env: &Env) -> TResult {
         EBUSY,
         "write of DMA_CMD while quiesced",
     )?;
-    set_state(dev, State::Failed)?;
+    set_state(dev, DeviceState::Failed)?;
     let r = wait(dev, "the command after MIGRATION_FAILED")?;
     expect_outcome(r, None, "the command after MIGRATION_FAILED")?;
     same(
@@ -407,7 +414,7 @@ pub fn dma_cross_4g(env: &Env) -> TResult {
     let dev = fx.dev();
     let ram = Ram::map(dev, START, 512, SENTINEL)?;
     let mem = fill_bar2(dev, 0x36)?;
-    go(dev, &[State::Running, State::Setup])?;
+    go(dev, &[DeviceState::Running, DeviceState::Setup])?;
     let mut want = ram.snapshot()?;
     let at = |iova: u64| (iova - START) as usize;
     let c = Cmd::fill(0xffff_f800, 0x1000, 0x4444_3333);

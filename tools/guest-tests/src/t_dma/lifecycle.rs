@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use vfio_mig::{Device, OpenPath, State};
+use vfio_mig::{Device, DeviceState, OpenPath};
 
 use crate::device::{dma, SMALL};
 use crate::dmautil::{
@@ -30,7 +30,7 @@ pub fn lifecycle_close(env: &Env) -> TResult {
         check_dma_power_on(dev, &format!("{p}: reopened"))?;
         let st = dev.device_state().ctx("state")?;
         ensure!(
-            st == State::None,
+            st == DeviceState::None,
             "{p}: reopened: device_state {st}, want NONE"
         );
     }
@@ -50,7 +50,10 @@ pub fn lifecycle_reset(env: &Env) -> TResult {
         expect_pinned_total(b0, &what)?;
         check_dma_power_on(dev, &what)?;
         let st = dev.device_state().ctx("state")?;
-        ensure!(st == State::None, "{what}: device_state {st}, want NONE");
+        ensure!(
+            st == DeviceState::None,
+            "{what}: device_state {st}, want NONE"
+        );
         expect_ram_still(&ram, &format!("{what} (writer stopped, command dropped)"))?;
         expect_reg(dev, dma::BG_WRITES, 0, &format!("{what}, a while later"))?;
         // The device works on.

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The DMA state in the migration stream.
 
-use vfio_mig::migration::SaveOptions;
-use vfio_mig::{OpenPath, State};
+use vfio_mig::SaveOptions;
+use vfio_mig::{DeviceState, OpenPath};
 
 use crate::device::{dma, mig, SMALL};
 use crate::dmautil::{
@@ -38,7 +38,7 @@ pub fn dma_migrate(env: &Env) -> TResult {
         .collect::<Result<_, _>>()?;
     let ram_a_saved = ram_a.snapshot()?;
     // Restore; nothing touches the destination's RAM before it runs.
-    set_state(dst, State::Resume)?;
+    set_state(dst, DeviceState::Resume)?;
     for ch in stream.chunks(64 << 10) {
         dst.set_buffer(ch, mig::DATA_OFF).ctx("set buffer")?;
     }
@@ -47,7 +47,7 @@ pub fn dma_migrate(env: &Env) -> TResult {
         b0 + src_pinned,
         "destination in RESUME: nothing pinned for it",
     )?;
-    set_state(dst, State::ResumeCompleted)?;
+    set_state(dst, DeviceState::ResumeCompleted)?;
     expect_reg(
         dst,
         dma::PINNED_PAGES,
@@ -66,7 +66,7 @@ pub fn dma_migrate(env: &Env) -> TResult {
         ram_c.snapshot()?.iter().all(|&x| x == SENTINEL),
         "destination RAM written before the destination ran"
     );
-    set_state(dst, State::Running)?;
+    set_state(dst, DeviceState::Running)?;
     // The settings arrived.
     for (i, (off, name)) in dma::REGS.iter().enumerate() {
         if matches!(

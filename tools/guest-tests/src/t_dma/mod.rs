@@ -13,7 +13,7 @@
 //! `lifecycle` and `migrate`; this one holds the addresses and the helpers
 //! they share.
 
-use vfio_mig::{Device, State};
+use vfio_mig::{Device, DeviceState};
 
 use crate::device::{bar0, dma, region, SMALL};
 use crate::dmautil::{
@@ -119,11 +119,11 @@ fn expect_writer_runs(dev: &Device, n: u32, what: &str) -> Result<u32, String> {
     wait_writes(dev, w + n, what)
 }
 
-fn set_state(dev: &Device, s: State) -> TResult {
+fn set_state(dev: &Device, s: DeviceState) -> TResult {
     dev.set_state(s).map_err(|e| e.to_string())
 }
 
-fn go(dev: &Device, path: &[State]) -> TResult {
+fn go(dev: &Device, path: &[DeviceState]) -> TResult {
     path.iter().try_for_each(|s| set_state(dev, *s))
 }
 
@@ -172,7 +172,14 @@ fn busy(dev: &Device, base: u64, b0: u64) -> TResult {
     pin_ring_ok(dev, base + 8 * PAGE, 8, true)?;
     wr(dev, dma::CTRL, dma::CTRL_PAUSE)?;
     queue(dev, &Cmd::fill(base + 20 * PAGE, PAGE as u32, 0x2020_2020))?;
-    go(dev, &[State::Running, State::Setup, State::PreCopy])?;
+    go(
+        dev,
+        &[
+            DeviceState::Running,
+            DeviceState::Setup,
+            DeviceState::PreCopy,
+        ],
+    )?;
     expect_writer_runs(dev, 2, "PRECOPY")?;
     expect_pinned_total(b0 + 8, "busy in PRECOPY")
 }

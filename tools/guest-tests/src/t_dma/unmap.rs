@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use vfio_mig::{OpenPath, State};
+use vfio_mig::{DeviceState, OpenPath};
 
 use crate::device::{bar0, dma, mig, SMALL};
 use crate::dmautil::{
@@ -262,12 +262,12 @@ pub fn unmap_precopy(env: &Env) -> TResult {
         d.words
     );
     while dev.get_buffer(&mut buf).ctx("get buffer")? > 0 {}
-    set_state(dev, State::StopNCopy)?;
+    set_state(dev, DeviceState::StopNCopy)?;
     dev.dirty_bitmap(BASE, 32).ctx("dirty query in STOPNCOPY")?;
     while dev.get_buffer(&mut buf).ctx("get buffer")? > 0 {}
     let left = dev.pending().ctx("pending")?.total();
     ensure_eq!(left, 0, "pending at the end of the stream");
-    set_state(dev, State::SaveCompleted)?;
+    set_state(dev, DeviceState::SaveCompleted)?;
     expect_pinned_total(b0, "at the end")
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use vfio_mig::{OpenPath, State};
+use vfio_mig::{DeviceState, OpenPath};
 
 use crate::device::{bar0, dma, SMALL};
 use crate::dmautil::{
@@ -158,35 +158,35 @@ pub fn writer_quiesce(env: &Env) -> TResult {
     for (stop, restart) in [
         (
             &[
-                State::Running,
-                State::Setup,
-                State::PreCopy,
-                State::StopNCopy,
+                DeviceState::Running,
+                DeviceState::Setup,
+                DeviceState::PreCopy,
+                DeviceState::StopNCopy,
             ][..],
-            &[State::Failed, State::Running][..],
+            &[DeviceState::Failed, DeviceState::Running][..],
         ),
         (
-            &[State::Setup, State::StopNCopy][..],
-            &[State::Cancelled, State::Running][..],
+            &[DeviceState::Setup, DeviceState::StopNCopy][..],
+            &[DeviceState::Cancelled, DeviceState::Running][..],
         ),
         (
             &[
-                State::Setup,
-                State::PreCopy,
-                State::StopNCopy,
-                State::SaveCompleted,
+                DeviceState::Setup,
+                DeviceState::PreCopy,
+                DeviceState::StopNCopy,
+                DeviceState::SaveCompleted,
             ][..],
-            &[State::Running][..],
+            &[DeviceState::Running][..],
         ),
     ] {
         for s in stop {
             set_state(dev, *s)?;
-            if *s == State::StopNCopy {
+            if *s == DeviceState::StopNCopy {
                 if *s != stop[stop.len() - 1] {
                     expect_writer_still(dev, &ram, "MIGRATION_STOPNCOPY")?;
                 }
                 while dev.get_buffer(&mut buf).map_err(|e| e.to_string())? > 0 {}
-            } else if *s != State::SaveCompleted {
+            } else if *s != DeviceState::SaveCompleted {
                 expect_writer_runs(dev, 2, &format!("{s}"))?;
             }
         }
