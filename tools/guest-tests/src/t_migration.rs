@@ -1308,14 +1308,41 @@ pub fn migration_failed_cancelled(env: &Env) -> TResult {
     }
     // Resuming side: the partial or restored state is thrown away.
     let (s, want) = saved(env, &SMALL, 0x13)?;
-    let cases: [(usize, bool, DeviceState); 5] = [
-        (0, false, DeviceState::Failed),
-        (0, false, DeviceState::Cancelled),
-        (s.len() / 2, false, DeviceState::Failed),
-        (s.len() / 2, false, DeviceState::Cancelled),
-        (s.len(), true, DeviceState::Failed),
+    /// A restore that got `fed` bytes of the stream (and reached
+    /// RESUME_COMPLETED if `completed`), then taken to `to`.
+    struct Case {
+        fed: usize,
+        completed: bool,
+        to: DeviceState,
+    }
+    let cases = [
+        Case {
+            fed: 0,
+            completed: false,
+            to: DeviceState::Failed,
+        },
+        Case {
+            fed: 0,
+            completed: false,
+            to: DeviceState::Cancelled,
+        },
+        Case {
+            fed: s.len() / 2,
+            completed: false,
+            to: DeviceState::Failed,
+        },
+        Case {
+            fed: s.len() / 2,
+            completed: false,
+            to: DeviceState::Cancelled,
+        },
+        Case {
+            fed: s.len(),
+            completed: true,
+            to: DeviceState::Failed,
+        },
     ];
-    for (fed, completed, to) in cases {
+    for Case { fed, completed, to } in cases {
         let from = if completed {
             DeviceState::ResumeCompleted
         } else {
@@ -1456,11 +1483,37 @@ pub fn migration_reset_close(env: &Env) -> TResult {
         a.dev().reset().ctx("reset A")?;
     }
     // In the middle of a restore (and after a complete one).
-    for (fed, completed, by_close) in [
-        (s.len() / 2, false, false),
-        (s.len() / 2, false, true),
-        (s.len(), true, false),
-    ] {
+    /// A restore that got `fed` bytes of the stream (and reached
+    /// RESUME_COMPLETED if `completed`), then ended by a close if
+    /// `by_close`, else by VFIO_DEVICE_RESET.
+    struct Case {
+        fed: usize,
+        completed: bool,
+        by_close: bool,
+    }
+    let cases = [
+        Case {
+            fed: s.len() / 2,
+            completed: false,
+            by_close: false,
+        },
+        Case {
+            fed: s.len() / 2,
+            completed: false,
+            by_close: true,
+        },
+        Case {
+            fed: s.len(),
+            completed: true,
+            by_close: false,
+        },
+    ];
+    for Case {
+        fed,
+        completed,
+        by_close,
+    } in cases
+    {
         let how = if by_close {
             "close"
         } else {
