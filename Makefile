@@ -11,6 +11,8 @@
 #   make fuzz       random operations on several mdevs in the test guest,
 #                   checked against the documentation (FUZZ_SECONDS, default
 #                   120; FUZZ_SEED, default from the clock, printed)
+#   make bench      the benchmarks, on the benchmark kernel (built here, and
+#                   only here, the first time)
 #   make kernel     install dependencies and build (or find) the test kernel
 #   make tools      build the userspace workspace
 #   make clippy     build the module with CLIPPY=1
@@ -57,7 +59,8 @@ FUZZ_SEED ?=
 fuzz:
 	qemu-tests/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_SEED)
 
-# The benchmarks in the test guest (tables, no pass/fail on timings).
+# The benchmarks, on the benchmark kernel (BENCH_KERNEL=test: on the test
+# kernel); tables, no pass/fail on timings.
 .PHONY: bench
 bench:
 	qemu-tests/bench.sh

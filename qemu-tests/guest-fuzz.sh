@@ -3,30 +3,25 @@
 #
 # Runs inside the test guest (as root, host filesystem visible read-only):
 # loads the module, runs the fuzzer (tools/fuzz) with the given arguments,
-# unloads the module and checks kmemleak and the kernel log. Ends with
-# `fuzz: PASSED` (exit 0) or `fuzz: FAILED`.
+# removes what it left, unloads the module and checks kmemleak and the
+# kernel log. Ends with `fuzz: PASSED` (exit 0) or `fuzz: FAILED`.
 #
 # usage: guest-fuzz.sh REPO [vfio-mig-fuzz arguments...]
-set -u
+set -uo pipefail
 
 repo=$1
 shift
-. "$repo/qemu-tests/guest-checks.sh"
+# shellcheck source=qemu-tests/guest-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/guest-lib.sh"
 
-failed=0
 kmemleak_forget
-modprobe mdev || failed=1
-insmod "$repo/vfio_mig_sample.ko" || failed=1
-if [ $failed -eq 0 ]; then
-	"$repo/tools/target/release/vfio-mig-fuzz" "$@" || failed=1
-	# The fuzzer removes its mdevs; a failed run may leave some.
-	for d in /sys/bus/mdev/devices/*; do
-		[ -e "$d/remove" ] && echo 1 >"$d/remove"
-	done
-	rmmod vfio_mig_sample || failed=1
+if load_modules; then
+	# The fuzzer prints its own report; its last line is its verdict.
+	if "$bin/vfio-mig-fuzz" "$@"; then ok "fuzzer"; else bad "fuzzer" "see above"; fi
+	remove_mdevs
+	check_unpinned "no guest page pinned after the fuzzer"
+	check "rmmod vfio_mig_sample" rmmod vfio_mig_sample
 fi
-kmemleak_check
-[ $? -eq 1 ] && failed=1
-dmesg_check || failed=1
-if [ $failed -eq 0 ]; then echo "fuzz: PASSED"; else echo "fuzz: FAILED"; fi
-exit $failed
+check_kmemleak
+check_dmesg
+if summary; then echo "fuzz: PASSED"; else echo "fuzz: FAILED"; exit 1; fi

@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
 # Runs inside the test guest (as root, host filesystem visible read-only):
@@ -7,49 +7,33 @@
 # `FAIL NAME: why` or `skip NAME: why`, and the last line is the summary.
 #
 # usage: guest-suite.sh REPO [test binary arguments...]
+set -uo pipefail
 
 repo=$1
 shift
-ko=$repo/vfio_mig_sample.ko
-tests=$repo/tools/target/release/vfio-mig-tests
-parent=/sys/class/mdev_bus/vfio_mig_sample
-. "$repo/qemu-tests/guest-checks.sh"
-
-pass=0
-fail=0
-skip=0
-ok() { echo "ok $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
-check() { # NAME COMMAND...
-	name=$1
-	shift
-	if out=$("$@" 2>&1); then ok "$name"; else bad "$name" "$(echo "$out" | tail -n 3 | tr '\n' ' ')"; fi
-}
-create_mdev() { # TYPE -> UUID on stdout
-	u=$(cat /proc/sys/kernel/random/uuid)
-	echo "$u" >"$parent/mdev_supported_types/vfio_mig_sample-$1/create" && echo "$u"
-}
+# shellcheck source=qemu-tests/guest-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/guest-lib.sh"
 
 kmemleak_forget
 
-check "modprobe mdev" modprobe mdev
-# The C sample: the suite checks its VFIO plumbing against it too.
-check "modprobe mtty" modprobe mtty
-check "insmod vfio_mig_sample" insmod "$ko"
+# The C sample mtty: the suite checks its VFIO plumbing against it too.
+load_modules mtty
 check "parent device registered" test -d "$parent/mdev_supported_types/vfio_mig_sample-small"
 
 # The test binary prints its own ok/FAIL/skip lines and a summary line.
+out=$(mktemp)
 start=$(date +%s)
-"$tests" "$@" >/tmp/suite.out 2>&1
+"$bin/vfio-mig-tests" "$@" >"$out" 2>&1
 rc=$?
-grep -E '^(ok|FAIL|skip) ' /tmp/suite.out
-grep -vE '^(ok|FAIL|skip) |^[0-9]+ passed, ' /tmp/suite.out | sed 's/^/  | /'
-p=$(grep -c '^ok ' /tmp/suite.out)
-f=$(grep -c '^FAIL ' /tmp/suite.out)
-s=$(grep -c '^skip ' /tmp/suite.out)
-pass=$((pass + p))
-fail=$((fail + f))
-skip=$((skip + s))
+grep -E '^(ok|FAIL|skip) ' "$out"
+grep -vE '^(ok|FAIL|skip) |^[0-9]+ passed, ' "$out" | sed 's/^/  | /'
+p=$(grep -c '^ok ' "$out")
+f=$(grep -c '^FAIL ' "$out")
+s=$(grep -c '^skip ' "$out")
+rm -f "$out"
+passed=$((passed + p))
+failed=$((failed + f))
+skipped=$((skipped + s))
 if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then bad "test binary" "exited $rc without a failed test"; fi
 echo "# test binary: $((p + f + s)) tests in $(($(date +%s) - start))s"
 
@@ -57,26 +41,22 @@ echo "# test binary: $((p + f + s)) tests in $(($(date +%s) - start))s"
 # tool verifies bit-exact (its exit status), through both VFIO paths. Only
 # in a full run (no test filter).
 if [ $# -eq 0 ]; then
-	mig=$repo/tools/target/release/vfio-mig
-	check "live migration, legacy container" "$mig" migrate --create large --quiet
-	check "live migration, iommufd, 1000-page queries" "$mig" migrate --create large --quiet \
+	check "live migration, legacy container" "$bin/vfio-mig" migrate --create large --quiet
+	check "live migration, iommufd, 1000-page queries" "$bin/vfio-mig" migrate --create large --quiet \
 		--iommufd --dirty-window 1000 --cpu-rate 3000
-	check "no guest page pinned after the migrations" \
-		test "$(cat /sys/kernel/debug/vfio_mig_sample/pinned_pages)" = 0
+	check_unpinned "no guest page pinned after the migrations"
 	# A short fuzz run with a fixed seed (`make fuzz` runs longer ones).
-	fout=$(mktemp)
-	if "$repo/tools/target/release/vfio-mig-fuzz" --seconds 60 --seed 1 >"$fout" 2>&1; then
-		ok "fuzz, 60 s, seed 1 ($(grep -oE '^fuzz: [0-9]+ operations' "$fout" | cut -d' ' -f2) operations)"
+	out=$(mktemp)
+	if "$bin/vfio-mig-fuzz" --seconds 60 --seed 1 >"$out" 2>&1; then
+		ok "fuzz, 60 s, seed 1 ($(grep -oE '^fuzz: [0-9]+ operations' "$out" | cut -d' ' -f2) operations)"
 	else
 		bad "fuzz, 60 s, seed 1" "see below"
-		grep -vE '^  +[a-z ]+: [0-9]+/[0-9]+ ' "$fout" | tail -n 40 | sed 's/^/  | /'
+		grep -vE '^  +[a-z ]+: [0-9]+/[0-9]+ ' "$out" | tail -n 40 | sed 's/^/  | /'
 	fi
-	rm -f "$fout"
+	rm -f "$out"
 fi
 
-for d in /sys/bus/mdev/devices/*; do
-	[ -e "$d/remove" ] && echo 1 >"$d/remove"
-done
+remove_mdevs
 check "rmmod vfio_mig_sample" rmmod vfio_mig_sample
 check "parent device gone after rmmod" test ! -e "$parent"
 check "rmmod mtty" rmmod mtty
@@ -91,15 +71,6 @@ else
 	rmmod vfio_mig_sample
 fi
 
-out=$(kmemleak_check)
-case $? in
-0) pass=$((pass + 1)) ;;
-2) skip=$((skip + 1)) ;;
-*) fail=$((fail + 1)) ;;
-esac
-echo "$out"
-if out=$(dmesg_check); then pass=$((pass + 1)); else fail=$((fail + 1)); fi
-echo "$out"
-
-echo "$pass passed, $fail failed, $skip skipped"
-[ $fail -eq 0 ]
+check_kmemleak
+check_dmesg
+summary

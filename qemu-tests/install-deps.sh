@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
 # Install everything the test kernel, the module, the tools and the guest
 # runner need on a Debian 12 machine. Idempotent: each step checks first.
 set -euo pipefail

@@ -7,8 +7,8 @@
 //! kernel log afterwards.
 //!
 //! One seed gives one sequence of operations: a run that found a
-//! violation is repeated with `--seed`. The last line is `fuzz: PASSED`
-//! or `fuzz: FAILED`.
+//! violation is repeated with `--seed`. The last line is `fuzz: no
+//! violation` or `fuzz: VIOLATION`.
 
 mod ops;
 mod pick;
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     let mut fuzz = match Fuzz::new(Rng::seed_from_u64(seed), parent, args.mdevs) {
         Ok(f) => f,
         Err(e) => {
-            println!("fuzz: setup failed: {e}\nfuzz: FAILED");
+            println!("fuzz: setup failed: {e}\nfuzz: VIOLATION");
             return ExitCode::FAILURE;
         }
     };
@@ -117,10 +117,10 @@ fn main() -> ExitCode {
         );
     }
     if result.is_ok() && cleanup.is_ok() {
-        println!("fuzz: PASSED");
+        println!("fuzz: no violation");
         ExitCode::SUCCESS
     } else {
-        println!("fuzz: FAILED");
+        println!("fuzz: VIOLATION");
         ExitCode::FAILURE
     }
 }
