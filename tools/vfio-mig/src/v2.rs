@@ -154,6 +154,13 @@ impl Device {
             .map_err(|f| f.context(format!("migration flags of {}", self.uuid())))
     }
 
+    /// Whether the device has `feature` (`VFIO_DEVICE_FEATURE_PROBE` with
+    /// SET): `ENOTTY` if not.
+    pub fn feature_probe(&self, feature: u32) -> Result<()> {
+        ioctl::device_feature_probe(self.as_fd(), feature, false)
+            .map_err(|f| f.context(format!("probe of feature {feature} on {}", self.uuid())))
+    }
+
     /// The current v2 state.
     pub fn v2_state(&self) -> Result<V2State> {
         let raw = ioctl::mig_get_state(self.as_fd())
@@ -282,7 +289,10 @@ impl StateTransfer for V2Transfer<'_> {
     fn pending(&self) -> Result<Pending> {
         if self.dev.v2_state()? == V2State::PreCopy {
             let file = self.file.borrow();
-            let info = file.as_ref().ok_or_else(|| self.no_file())?.precopy_info()?;
+            let info = file
+                .as_ref()
+                .ok_or_else(|| self.no_file())?
+                .precopy_info()?;
             return Ok(Pending {
                 precopy_only: info.initial_bytes,
                 compatible: info.dirty_bytes,
@@ -336,7 +346,9 @@ impl StateTransfer for V2Transfer<'_> {
 
     fn write_chunk(&self, chunk: &[u8]) -> Result<()> {
         let file = self.file.borrow();
-        file.as_ref().ok_or_else(|| self.no_file())?.write_all(chunk)
+        file.as_ref()
+            .ok_or_else(|| self.no_file())?
+            .write_all(chunk)
     }
 
     fn end_restore(&self) -> Result<()> {
