@@ -6,7 +6,8 @@
  *
  * Documentation/migration-abi.rst describes how to use it; this header only
  * defines the numbers and the layout. Every value here is checked against
- * the Rust library (tools/vfio-mig/src/migration.rs) by its host tests.
+ * rust/logic/abi.rs, the one Rust source the module and the tools build
+ * with, by the host tests in tools/model/src/tests/header.rs.
  *
  * The names are the proposal's. Two of them were later taken by upstream
  * linux/vfio.h for another, incompatible interface:

@@ -9,11 +9,11 @@
 //! callbacks. Documented for users in `Documentation/device.rst`.
 
 use crate::eventfd::EventFd;
-use crate::logic::config_space::{ConfigSpace, CONFIG_SIZE};
+use crate::logic::abi::{self, bar0, config};
+use crate::logic::config_space::ConfigSpace;
 use crate::logic::dma::DmaWrite;
-use crate::logic::migration_region::REGION_SIZE as MIGRATION_REGION_SIZE;
-use crate::logic::regions::{self, Region, NUM_REGIONS, REGION_SHIFT};
-use crate::logic::regs::{self, Live, Registers, Route, WriteEffect, BAR0_SIZE};
+use crate::logic::regions::{self, Region};
+use crate::logic::regs::{self, Live, Registers, Route, WriteEffect};
 use crate::vfio::uapi;
 use crate::{mdev, vfio};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -203,7 +203,7 @@ impl State {
         if self.mig.running() {
             0
         } else {
-            regs::STATUS_QUIESCED
+            bar0::STATUS_QUIESCED
         }
     }
 }
@@ -251,10 +251,10 @@ impl SampleDevice {
 
     fn region_size(&self, region: Region) -> u64 {
         match region {
-            Region::Bar0 => BAR0_SIZE,
+            Region::Bar0 => bar0::SIZE,
             Region::Bar2 => self.mem_size as u64,
-            Region::Config => CONFIG_SIZE as u64,
-            Region::Migration => MIGRATION_REGION_SIZE,
+            Region::Config => config::SIZE as u64,
+            Region::Migration => abi::migration::REGION_SIZE,
         }
     }
 
@@ -266,7 +266,7 @@ impl SampleDevice {
             return Err(EINVAL);
         }
         let flags = uapi::VFIO_DEVICE_FLAGS_PCI | uapi::VFIO_DEVICE_FLAGS_RESET;
-        writer.write(&[argsz, flags, NUM_REGIONS, uapi::NUM_IRQS])?;
+        writer.write(&[argsz, flags, abi::region::COUNT, uapi::NUM_IRQS])?;
         Ok(0)
     }
 
@@ -274,7 +274,7 @@ impl SampleDevice {
         let size_of_info = core::mem::size_of::<uapi::vfio_region_info>();
         let (mut reader, mut writer) = UserSlice::new(arg, size_of_info).reader_writer();
         let mut info = reader.read::<uapi::vfio_region_info>()?;
-        if (info.argsz as usize) < size_of_info || info.index >= NUM_REGIONS {
+        if (info.argsz as usize) < size_of_info || info.index >= abi::region::COUNT {
             return Err(EINVAL);
         }
         let region = Region::from_index(info.index);
@@ -286,7 +286,7 @@ impl SampleDevice {
         };
         info.cap_offset = 0;
         info.size = size;
-        info.offset = u64::from(info.index) << REGION_SHIFT;
+        info.offset = abi::region::offset(info.index);
         if region != Some(Region::Migration) {
             writer.write(&info)?;
             return Ok(0);
@@ -459,8 +459,8 @@ fn migration_type_cap() -> [u8; 16] {
         &(uapi::VFIO_REGION_INFO_CAP_TYPE as u16).to_ne_bytes(),
         &1u16.to_ne_bytes(), // version
         &0u32.to_ne_bytes(), // next: the chain ends here
-        &(1u32 << 30).to_ne_bytes(),
-        &1u32.to_ne_bytes(),
+        &abi::migration::REGION_TYPE.to_ne_bytes(),
+        &abi::migration::REGION_SUBTYPE.to_ne_bytes(),
     ];
     let mut at = 0;
     for f in fields {
@@ -512,7 +512,7 @@ impl vfio::DeviceOps for SampleDevice {
         let mut state = self.lock();
         match region {
             Region::Config => {
-                let mut bytes = [0u8; CONFIG_SIZE];
+                let mut bytes = [0u8; config::SIZE];
                 let out = bytes.get_mut(..len).ok_or(EINVAL)?;
                 state
                     .config
@@ -537,7 +537,7 @@ impl vfio::DeviceOps for SampleDevice {
             regions::locate(pos, len, |r| self.region_size(r)).map_err(|_| EINVAL)?;
         match region {
             Region::Config => {
-                let mut bytes = [0u8; CONFIG_SIZE];
+                let mut bytes = [0u8; config::SIZE];
                 let data = bytes.get_mut(..len).ok_or(EINVAL)?;
                 buf.read_slice(data)?;
                 let mut state = self.lock();

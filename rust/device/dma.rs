@@ -16,8 +16,10 @@
 //! next holder of the device lock ([`State::apply_unmaps`]).
 
 use super::State;
-use crate::logic::dma::{self, errno, Transfer, PAGE_SIZE};
-use crate::logic::regs::{WriteEffect, IRQ_DMA_DONE, IRQ_DMA_ERROR};
+use crate::logic::abi::bar0::{IRQ_DMA_DONE, IRQ_DMA_ERROR, RING_PINNED};
+use crate::logic::abi::GUEST_PAGE_SIZE;
+use crate::logic::dma::{self, errno, Transfer};
+use crate::logic::regs::WriteEffect;
 use crate::pinned::PinnedPages;
 use crate::vfio::Device;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -100,7 +102,7 @@ impl PinLock {
     /// pages count as dirty on every query.
     pub(super) fn writable_ring(&self) -> Option<(u64, u64)> {
         match &self.pins.lock().ring {
-            Some((r, true)) => Some((r.iova() / PAGE_SIZE, u64::from(r.npages()))),
+            Some((r, true)) => Some((r.iova() / GUEST_PAGE_SIZE, u64::from(r.npages()))),
             _ => None,
         }
     }
@@ -121,7 +123,7 @@ impl PinLock {
             self.pin_done.wait(&mut pins);
         }
         let hit = pins.ring.as_ref().is_some_and(|(r, _)| {
-            dma::overlaps(r.iova(), u64::from(r.npages()) * PAGE_SIZE, iova, len)
+            dma::overlaps(r.iova(), u64::from(r.npages()) * GUEST_PAGE_SIZE, iova, len)
         });
         let ring = if hit {
             self.set_ring(&mut pins, None)
@@ -173,7 +175,7 @@ impl Engine {
     pub(super) fn new() -> Result<Self> {
         Ok(Engine {
             writer_clock: None,
-            scratch: KVec::from_elem(0u8, PAGE_SIZE as usize, GFP_KERNEL)?,
+            scratch: KVec::from_elem(0u8, GUEST_PAGE_SIZE as usize, GFP_KERNEL)?,
         })
     }
 
@@ -238,7 +240,7 @@ impl State {
         while done < len {
             // `plan` checked that `iova + len` does not wrap.
             let at = iova + done as u64;
-            let in_page = (PAGE_SIZE - (at & (PAGE_SIZE - 1))) as usize;
+            let in_page = (GUEST_PAGE_SIZE - (at & (GUEST_PAGE_SIZE - 1))) as usize;
             let n = in_page.min(len - done);
             let writes_guest = match *t {
                 Transfer::ToGuest { dev_off, .. } => {
@@ -262,7 +264,7 @@ impl State {
                 }
             };
             if writes_guest {
-                self.mig.guest_written(at / PAGE_SIZE, 1);
+                self.mig.guest_written(at / GUEST_PAGE_SIZE, 1);
             }
             done += n;
         }
@@ -286,7 +288,7 @@ impl State {
                 return None;
             }
             self.regs.dma.writer_advance();
-            self.mig.guest_written(iova / PAGE_SIZE, 1);
+            self.mig.guest_written(iova / GUEST_PAGE_SIZE, 1);
             done += 1;
         }
         self.engine.writer_clock = Some((start, done));
@@ -306,7 +308,7 @@ impl State {
     /// `RING_ERROR`.
     pub(super) fn ring_sync(&mut self, dev: &Device, pins: &PinLock) {
         pins.release();
-        if self.regs.dma.ring_ctrl & dma::RING_PINNED == 0 {
+        if self.regs.dma.ring_ctrl & RING_PINNED == 0 {
             return;
         }
         pins.pins.lock().pinning = true;
@@ -350,8 +352,8 @@ impl State {
         for &(start, end) in ranges.iter().take(n) {
             let len = end - start;
             let d = &self.regs.dma;
-            let ring_len = u64::from(d.ring_pages).saturating_mul(PAGE_SIZE);
-            let ring_taken = d.ring_ctrl & dma::RING_PINNED != 0
+            let ring_len = u64::from(d.ring_pages).saturating_mul(GUEST_PAGE_SIZE);
+            let ring_taken = d.ring_ctrl & RING_PINNED != 0
                 && dma::overlaps(d.ring_iova, ring_len, start, len)
                 && pins.pinned_pages() == 0;
             if ring_taken {

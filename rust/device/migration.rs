@@ -8,15 +8,17 @@
 //! Documented for VMM authors in `Documentation/migration-abi.rst`.
 
 use super::{dma::PinLock, zeroed_bytes, State};
+use crate::logic::abi::migration::{
+    DeviceState, Field, BITMAP_LEN, BITMAP_OFFSET, DATA_LEN, DATA_OFFSET,
+};
+use crate::logic::abi::{config, stream::PAGE_SIZE, GUEST_PAGE_SIZE};
 use crate::logic::bitmap::{words_for, Bitmap};
 use crate::logic::dirty_log::{BitmapArea, Chunk, ChunkStore, DirtyLog, OutOfMemory};
-use crate::logic::migration_region::{self as layout, Field, Target};
+use crate::logic::migration_region::{self as layout, Target};
+use crate::logic::regs::Registers;
 use crate::logic::snapshot::{self, BLOB_LEN};
-use crate::logic::state::{plan_raw, Action, DeviceState};
-use crate::logic::stream::{
-    Decoder, Encoder, RestoreSink, SaveSource, StreamError, StreamParams, PAGE_SIZE,
-};
-use crate::logic::{config_space::CONFIG_SIZE, regs::Registers};
+use crate::logic::state::{plan_raw, Action};
+use crate::logic::stream::{Decoder, Encoder, RestoreSink, SaveSource, StreamError, StreamParams};
 use crate::vfio;
 use core::ops::Range;
 use kernel::prelude::*;
@@ -90,7 +92,7 @@ struct Resume {
 struct Shadow {
     mem: KVVec<u8>,
     blob: [u8; BLOB_LEN],
-    parsed: Option<(Registers, [u8; CONFIG_SIZE])>,
+    parsed: Option<(Registers, [u8; config::SIZE])>,
 }
 
 impl RestoreSink for Shadow {
@@ -163,9 +165,9 @@ impl Migration {
             params,
             mem_dirty: Bitmap::new(words, npages).map_err(|_| EINVAL)?,
             guest_dirty: DirtyLog::new(ChunkVec(KVec::new())),
-            data: zeroed_bytes(layout::DATA_LEN as usize)?,
-            bitmap: zeroed_bytes(layout::BITMAP_LEN as usize)?,
-            touched: KVVec::from_elem(0u32, layout::BITMAP_LEN as usize / 8, GFP_KERNEL)?,
+            data: zeroed_bytes(DATA_LEN as usize)?,
+            bitmap: zeroed_bytes(BITMAP_LEN as usize)?,
+            touched: KVVec::from_elem(0u32, BITMAP_LEN as usize / 8, GFP_KERNEL)?,
             touched_len: 0,
             bitmap_scribbled: false,
             save: None,
@@ -284,7 +286,7 @@ impl State {
             Field::PostcopyOnly => pending.postcopy_only,
             Field::ThresholdSize => mig.threshold,
             Field::DataOffset => mig.data_offset,
-            Field::DirtyStart => mig.dirty_start,
+            Field::DirtyStartAddr => mig.dirty_start,
             Field::DirtyTotal => mig.dirty_total,
             Field::DeviceState => u64::from(mig.state.raw()),
             // Actions, answered above.
@@ -299,8 +301,8 @@ impl State {
             Field::DataOffset => mig.data_offset = value,
             Field::DataSize => self.set_buffer(value)?,
             // IOVAs are page granular: refuse a misaligned start at once.
-            Field::DirtyStart if value % PAGE_SIZE as u64 != 0 => return Err(EINVAL),
-            Field::DirtyStart => mig.dirty_start = value,
+            Field::DirtyStartAddr if value % GUEST_PAGE_SIZE != 0 => return Err(EINVAL),
+            Field::DirtyStartAddr => mig.dirty_start = value,
             Field::DirtyTotal => mig.dirty_total = value,
             // `decode` refuses writes of the output fields.
             _ => return Err(EINVAL),
@@ -313,8 +315,8 @@ impl State {
         allowed(self.mig.state, Action::GetBuffer)?;
         let stopped = !self.mig.running();
         let cap = match self.mig.threshold {
-            0 => layout::DATA_LEN,
-            t => t.min(layout::DATA_LEN),
+            0 => DATA_LEN,
+            t => t.min(DATA_LEN),
         } as usize;
         let src = Source {
             mem: &self.mem,
@@ -324,7 +326,7 @@ impl State {
         let encoder = mig.save.as_mut().ok_or(EINVAL)?;
         let out = mig.data.get_mut(..cap).ok_or(EINVAL)?;
         let n = encoder.fill(&src, &mut mig.mem_dirty, stopped, out) as u64;
-        mig.data_offset = layout::DATA_OFF;
+        mig.data_offset = DATA_OFFSET;
         mig.data_size = n;
         Ok(n)
     }
@@ -356,7 +358,7 @@ impl State {
         let mig = &mut self.mig;
         let pages =
             layout::dirty_query_pages(mig.dirty_start, mig.dirty_total).map_err(|_| EINVAL)?;
-        let start = mig.dirty_start / PAGE_SIZE as u64;
+        let start = mig.dirty_start / GUEST_PAGE_SIZE;
         let mut area = BitmapArea::new(&mut mig.bitmap, &mut mig.touched, &mut mig.touched_len);
         if core::mem::take(&mut mig.bitmap_scribbled) {
             area.clear_all();
@@ -370,7 +372,7 @@ impl State {
             let to = first.saturating_add(count).min(start + pages);
             (from..to).for_each(|p| area.set(p - start));
         }
-        mig.data_offset = layout::BITMAP_OFF;
+        mig.data_offset = BITMAP_OFFSET;
         mig.dirty_copied = pages;
         Ok(pages)
     }

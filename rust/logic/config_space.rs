@@ -6,21 +6,8 @@
 //! per-byte mask of writable bits; BAR sizing falls out of that mask, because
 //! a BAR's size bits are exactly its read-only low address bits.
 
-use super::regs::BAR0_SIZE;
-
-/// Size of the configuration space (a conventional PCI header).
-pub(crate) const CONFIG_SIZE: usize = 256;
-
-/// PCI vendor ID of the sample function.
-pub(crate) const VENDOR_ID: u16 = 0x1234;
-/// PCI device ID of the sample function.
-pub(crate) const DEVICE_ID: u16 = 0x4d53;
-/// Revision ID.
-pub(crate) const REVISION: u8 = 1;
-/// Class code (base class 0xff: vendor specific).
-pub(crate) const CLASS_CODE: [u8; 3] = [0x00, 0x00, 0xff];
-/// Offset of the MSI capability.
-pub(crate) const MSI_CAP: usize = 0x40;
+use super::abi::config::{CLASS_CODE, DEVICE_ID, MSI_CAP, REVISION, VENDOR_ID};
+use super::abi::{bar0, config};
 
 const COMMAND: usize = 0x04;
 const STATUS: usize = 0x06;
@@ -59,19 +46,19 @@ pub(crate) struct OutOfRange;
 /// `wmask` never has a bit set where the header is read-only, so no write
 /// can change IDs, class, header type, capability structure or BAR type bits.
 pub(crate) struct ConfigSpace {
-    bytes: [u8; CONFIG_SIZE],
-    wmask: [u8; CONFIG_SIZE],
+    bytes: [u8; config::SIZE],
+    wmask: [u8; config::SIZE],
     bar2_size: u64,
     subsystem_id: u16,
 }
 
-fn put16(buf: &mut [u8; CONFIG_SIZE], off: usize, v: u16) {
+fn put16(buf: &mut [u8; config::SIZE], off: usize, v: u16) {
     if let Some(dst) = buf.get_mut(off..off + 2) {
         dst.copy_from_slice(&v.to_le_bytes());
     }
 }
 
-fn put32(buf: &mut [u8; CONFIG_SIZE], off: usize, v: u32) {
+fn put32(buf: &mut [u8; config::SIZE], off: usize, v: u32) {
     if let Some(dst) = buf.get_mut(off..off + 4) {
         dst.copy_from_slice(&v.to_le_bytes());
     }
@@ -82,8 +69,8 @@ impl ConfigSpace {
     /// `bar2_size` bytes (a power of two, at least 4096).
     pub(crate) fn new(bar2_size: u64, subsystem_id: u16) -> Self {
         let mut cs = ConfigSpace {
-            bytes: [0; CONFIG_SIZE],
-            wmask: [0; CONFIG_SIZE],
+            bytes: [0; config::SIZE],
+            wmask: [0; config::SIZE],
             bar2_size,
             subsystem_id,
         };
@@ -95,8 +82,8 @@ impl ConfigSpace {
     pub(crate) fn reset(&mut self) {
         let b = &mut self.bytes;
         let w = &mut self.wmask;
-        *b = [0; CONFIG_SIZE];
-        *w = [0; CONFIG_SIZE];
+        *b = [0; config::SIZE];
+        *w = [0; config::SIZE];
 
         put16(b, 0x00, VENDOR_ID);
         put16(b, 0x02, DEVICE_ID);
@@ -116,7 +103,7 @@ impl ConfigSpace {
         w[INTERRUPT_LINE] = 0xff;
 
         // BAR0: 32-bit memory, not prefetchable; address bits above the size.
-        put32(w, BAR0, !((BAR0_SIZE as u32).wrapping_sub(1)));
+        put32(w, BAR0, !((bar0::SIZE as u32).wrapping_sub(1)));
         // BAR2+BAR3: 64-bit prefetchable memory of the type's size.
         let bar2_mask = !self.bar2_size.wrapping_sub(1);
         put32(b, BAR2, BAR_MEM_64 | BAR_MEM_PREFETCH);
@@ -153,7 +140,7 @@ impl ConfigSpace {
     }
 
     /// The raw bytes, for the migration stream.
-    pub(crate) fn bytes(&self) -> &[u8; CONFIG_SIZE] {
+    pub(crate) fn bytes(&self) -> &[u8; config::SIZE] {
         &self.bytes
     }
 
@@ -161,7 +148,7 @@ impl ConfigSpace {
     ///
     /// Only writable bits are taken, so a stream can never change the
     /// function's identity or BAR types.
-    pub(crate) fn restore(&mut self, saved: &[u8; CONFIG_SIZE]) {
+    pub(crate) fn restore(&mut self, saved: &[u8; config::SIZE]) {
         self.reset();
         for ((d, m), v) in self.bytes.iter_mut().zip(&self.wmask).zip(saved) {
             *d = (*d & !m) | (v & m);

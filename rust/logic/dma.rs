@@ -7,6 +7,13 @@
 //! command is valid and what it moves, when the writer is due. The module
 //! does the transfers and the pinning.
 
+use super::abi::bar0::{
+    self, BG_ENABLE, BG_MAGIC, BG_MAX_PAGES, BG_MAX_RATE, BG_STAMP_LEN, DMA_CMD_FILL,
+    DMA_CMD_FROM_GUEST, DMA_CMD_TO_GUEST, DMA_CTRL_PAUSE, DMA_MAX_LEN, DMA_STATUS_DONE,
+    DMA_STATUS_ERROR, DMA_STATUS_QUEUED, RING_MAX_PAGES, RING_PINNED, RING_WRITABLE,
+};
+use super::abi::GUEST_PAGE_SIZE;
+
 /// errno values the engine reports in its registers (positive, as Linux).
 pub(crate) mod errno {
     /// Invalid command or settings.
@@ -14,66 +21,6 @@ pub(crate) mod errno {
     /// Cancelled by an unmap of its range.
     pub(crate) const ECANCELED: u32 = 125;
 }
-
-/// Register offsets.
-pub(crate) mod offset {
-    pub(crate) const DMA_DEV_OFF: u32 = 0x40;
-    pub(crate) const DMA_IOVA_LO: u32 = 0x44;
-    pub(crate) const DMA_IOVA_HI: u32 = 0x48;
-    pub(crate) const DMA_LEN: u32 = 0x4c;
-    pub(crate) const DMA_PATTERN: u32 = 0x50;
-    pub(crate) const DMA_CMD: u32 = 0x54;
-    pub(crate) const DMA_STATUS: u32 = 0x58;
-    pub(crate) const DMA_ERROR: u32 = 0x5c;
-    pub(crate) const DMA_CTRL: u32 = 0x60;
-    pub(crate) const DMA_COMPLETED: u32 = 0x64;
-    pub(crate) const RING_IOVA_LO: u32 = 0x70;
-    pub(crate) const RING_IOVA_HI: u32 = 0x74;
-    pub(crate) const RING_PAGES: u32 = 0x78;
-    pub(crate) const RING_CTRL: u32 = 0x7c;
-    pub(crate) const RING_ERROR: u32 = 0x80;
-    pub(crate) const PINNED_PAGES: u32 = 0x84;
-    pub(crate) const BG_IOVA_LO: u32 = 0x90;
-    pub(crate) const BG_IOVA_HI: u32 = 0x94;
-    pub(crate) const BG_PAGES: u32 = 0x98;
-    pub(crate) const BG_RATE: u32 = 0x9c;
-    pub(crate) const BG_CTRL: u32 = 0xa0;
-    pub(crate) const BG_WRITES: u32 = 0xa4;
-    pub(crate) const BG_ERROR: u32 = 0xa8;
-    pub(crate) const BG_CURSOR: u32 = 0xac;
-}
-
-/// Guest page size.
-pub(crate) const PAGE_SIZE: u64 = 4096;
-/// Longest command.
-pub(crate) const MAX_LEN: u32 = 64 << 20;
-/// Most pages of a ring: one `vfio_pin_pages()` call.
-pub(crate) const RING_MAX_PAGES: u32 = 512;
-/// Most pages of the writer's range.
-pub(crate) const BG_MAX_PAGES: u32 = 1 << 20;
-/// Fastest writer, in page writes per second.
-pub(crate) const BG_MAX_RATE: u32 = 1_000_000;
-/// The writer's stamp marker ("BGWR").
-pub(crate) const BG_MAGIC: u32 = 0x5257_4742;
-/// Bytes the writer stamps at the start of a page.
-pub(crate) const BG_STAMP_LEN: usize = 16;
-
-/// `DMA_STATUS` values; 0, the reset value, is idle.
-pub(crate) const STATUS_QUEUED: u32 = 1;
-pub(crate) const STATUS_DONE: u32 = 2;
-pub(crate) const STATUS_ERROR: u32 = 3;
-/// `DMA_CTRL` bit: queued commands wait.
-pub(crate) const CTRL_PAUSE: u32 = 1 << 0;
-/// `RING_CTRL` bits.
-pub(crate) const RING_PINNED: u32 = 1 << 0;
-pub(crate) const RING_WRITABLE: u32 = 1 << 1;
-/// `BG_CTRL` bit.
-pub(crate) const BG_ENABLE: u32 = 1 << 0;
-
-/// `DMA_CMD` values.
-pub(crate) const CMD_TO_GUEST: u32 = 1;
-pub(crate) const CMD_FROM_GUEST: u32 = 2;
-pub(crate) const CMD_FILL: u32 = 3;
 
 /// The engine's registers: all device state, carried by migration.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -161,30 +108,30 @@ impl DmaRegs {
     /// Reads the register at `off`; `pinned` is what the module holds.
     pub(crate) fn read(&self, off: u32, pinned: u32) -> u32 {
         match off {
-            offset::DMA_DEV_OFF => self.dev_off,
-            offset::DMA_IOVA_LO => self.iova as u32,
-            offset::DMA_IOVA_HI => (self.iova >> 32) as u32,
-            offset::DMA_LEN => self.len,
-            offset::DMA_PATTERN => self.pattern,
-            offset::DMA_CMD => self.cmd,
-            offset::DMA_STATUS => self.status,
-            offset::DMA_ERROR => self.error,
-            offset::DMA_CTRL => self.ctrl,
-            offset::DMA_COMPLETED => self.completed,
-            offset::RING_IOVA_LO => self.ring_iova as u32,
-            offset::RING_IOVA_HI => (self.ring_iova >> 32) as u32,
-            offset::RING_PAGES => self.ring_pages,
-            offset::RING_CTRL => self.ring_ctrl,
-            offset::RING_ERROR => self.ring_error,
-            offset::PINNED_PAGES => pinned,
-            offset::BG_IOVA_LO => self.bg_iova as u32,
-            offset::BG_IOVA_HI => (self.bg_iova >> 32) as u32,
-            offset::BG_PAGES => self.bg_pages,
-            offset::BG_RATE => self.bg_rate,
-            offset::BG_CTRL => self.bg_ctrl,
-            offset::BG_WRITES => self.bg_writes,
-            offset::BG_ERROR => self.bg_error,
-            offset::BG_CURSOR => self.bg_cursor,
+            bar0::DMA_DEV_OFF => self.dev_off,
+            bar0::DMA_IOVA_LO => self.iova as u32,
+            bar0::DMA_IOVA_HI => (self.iova >> 32) as u32,
+            bar0::DMA_LEN => self.len,
+            bar0::DMA_PATTERN => self.pattern,
+            bar0::DMA_CMD => self.cmd,
+            bar0::DMA_STATUS => self.status,
+            bar0::DMA_ERROR => self.error,
+            bar0::DMA_CTRL => self.ctrl,
+            bar0::DMA_COMPLETED => self.completed,
+            bar0::RING_IOVA_LO => self.ring_iova as u32,
+            bar0::RING_IOVA_HI => (self.ring_iova >> 32) as u32,
+            bar0::RING_PAGES => self.ring_pages,
+            bar0::RING_CTRL => self.ring_ctrl,
+            bar0::RING_ERROR => self.ring_error,
+            bar0::PINNED_PAGES => pinned,
+            bar0::BG_IOVA_LO => self.bg_iova as u32,
+            bar0::BG_IOVA_HI => (self.bg_iova >> 32) as u32,
+            bar0::BG_PAGES => self.bg_pages,
+            bar0::BG_RATE => self.bg_rate,
+            bar0::BG_CTRL => self.bg_ctrl,
+            bar0::BG_WRITES => self.bg_writes,
+            bar0::BG_ERROR => self.bg_error,
+            bar0::BG_CURSOR => self.bg_cursor,
             _ => 0,
         }
     }
@@ -193,33 +140,33 @@ impl DmaRegs {
     pub(crate) fn write(&mut self, off: u32, val: u32) -> DmaWrite {
         let writer_on = self.bg_ctrl & BG_ENABLE != 0;
         match off {
-            offset::DMA_DEV_OFF => self.dev_off = val,
-            offset::DMA_IOVA_LO => set_lo(&mut self.iova, val),
-            offset::DMA_IOVA_HI => set_hi(&mut self.iova, val),
-            offset::DMA_LEN => self.len = val,
-            offset::DMA_PATTERN => self.pattern = val,
-            offset::DMA_CMD if self.status == STATUS_QUEUED => return DmaWrite::Busy,
-            offset::DMA_CMD => {
+            bar0::DMA_DEV_OFF => self.dev_off = val,
+            bar0::DMA_IOVA_LO => set_lo(&mut self.iova, val),
+            bar0::DMA_IOVA_HI => set_hi(&mut self.iova, val),
+            bar0::DMA_LEN => self.len = val,
+            bar0::DMA_PATTERN => self.pattern = val,
+            bar0::DMA_CMD if self.status == DMA_STATUS_QUEUED => return DmaWrite::Busy,
+            bar0::DMA_CMD => {
                 self.cmd = val;
-                self.status = STATUS_QUEUED;
+                self.status = DMA_STATUS_QUEUED;
                 return DmaWrite::Kick;
             }
-            offset::DMA_CTRL => {
-                self.ctrl = val & CTRL_PAUSE;
+            bar0::DMA_CTRL => {
+                self.ctrl = val & DMA_CTRL_PAUSE;
                 return DmaWrite::Kick;
             }
-            offset::RING_IOVA_LO => set_lo(&mut self.ring_iova, val),
-            offset::RING_IOVA_HI => set_hi(&mut self.ring_iova, val),
-            offset::RING_PAGES => self.ring_pages = val,
-            offset::RING_CTRL => {
+            bar0::RING_IOVA_LO => set_lo(&mut self.ring_iova, val),
+            bar0::RING_IOVA_HI => set_hi(&mut self.ring_iova, val),
+            bar0::RING_PAGES => self.ring_pages = val,
+            bar0::RING_CTRL => {
                 self.ring_ctrl = val & (RING_PINNED | RING_WRITABLE);
                 return DmaWrite::Ring;
             }
-            offset::BG_IOVA_LO if !writer_on => set_lo(&mut self.bg_iova, val),
-            offset::BG_IOVA_HI if !writer_on => set_hi(&mut self.bg_iova, val),
-            offset::BG_PAGES if !writer_on => self.bg_pages = val,
-            offset::BG_RATE if !writer_on => self.bg_rate = val,
-            offset::BG_CTRL => return self.write_bg_ctrl(val),
+            bar0::BG_IOVA_LO if !writer_on => set_lo(&mut self.bg_iova, val),
+            bar0::BG_IOVA_HI if !writer_on => set_hi(&mut self.bg_iova, val),
+            bar0::BG_PAGES if !writer_on => self.bg_pages = val,
+            bar0::BG_RATE if !writer_on => self.bg_rate = val,
+            bar0::BG_CTRL => return self.write_bg_ctrl(val),
             _ => {}
         }
         DmaWrite::None
@@ -234,11 +181,11 @@ impl DmaRegs {
             return DmaWrite::None;
         }
         let range_ok = u64::from(self.bg_pages)
-            .checked_mul(PAGE_SIZE)
+            .checked_mul(GUEST_PAGE_SIZE)
             .and_then(|len| self.bg_iova.checked_add(len))
             .is_some();
         if !range_ok
-            || self.bg_iova & (PAGE_SIZE - 1) != 0
+            || self.bg_iova & (GUEST_PAGE_SIZE - 1) != 0
             || !(1..=BG_MAX_PAGES).contains(&self.bg_pages)
             || !(1..=BG_MAX_RATE).contains(&self.bg_rate)
         {
@@ -253,7 +200,7 @@ impl DmaRegs {
 
     /// Whether a queued command may start now.
     pub(crate) fn command_ready(&self) -> bool {
-        self.status == STATUS_QUEUED && self.ctrl & CTRL_PAUSE == 0
+        self.status == DMA_STATUS_QUEUED && self.ctrl & DMA_CTRL_PAUSE == 0
     }
 
     /// Whether the background writer is on.
@@ -265,16 +212,16 @@ impl DmaRegs {
     /// bytes; the error is the errno to report.
     pub(crate) fn plan(&self, mem_size: usize) -> Result<Transfer, u32> {
         let len = self.len as usize;
-        if len == 0 || self.len > MAX_LEN || self.iova.checked_add(len as u64).is_none() {
+        if len == 0 || self.len > DMA_MAX_LEN || self.iova.checked_add(len as u64).is_none() {
             return Err(errno::EINVAL);
         }
         let dev_off = self.dev_off as usize;
         let dev_ok = dev_off.checked_add(len).is_some_and(|end| end <= mem_size);
         let iova = self.iova;
         match self.cmd {
-            CMD_TO_GUEST if dev_ok => Ok(Transfer::ToGuest { iova, dev_off, len }),
-            CMD_FROM_GUEST if dev_ok => Ok(Transfer::FromGuest { iova, dev_off, len }),
-            CMD_FILL => Ok(Transfer::Fill {
+            DMA_CMD_TO_GUEST if dev_ok => Ok(Transfer::ToGuest { iova, dev_off, len }),
+            DMA_CMD_FROM_GUEST if dev_ok => Ok(Transfer::FromGuest { iova, dev_off, len }),
+            DMA_CMD_FILL => Ok(Transfer::Fill {
                 iova,
                 len,
                 pattern: self.pattern,
@@ -287,11 +234,11 @@ impl DmaRegs {
     pub(crate) fn finish(&mut self, result: Result<(), u32>) {
         match result {
             Ok(()) => {
-                self.status = STATUS_DONE;
+                self.status = DMA_STATUS_DONE;
                 self.error = 0;
             }
             Err(e) => {
-                self.status = STATUS_ERROR;
+                self.status = DMA_STATUS_ERROR;
                 self.error = e;
             }
         }
@@ -302,11 +249,11 @@ impl DmaRegs {
     /// settings are valid; `Err` is the errno.
     pub(crate) fn ring_plan(&self) -> Result<(u64, u32, bool), u32> {
         let fits = u64::from(self.ring_pages)
-            .checked_mul(PAGE_SIZE)
+            .checked_mul(GUEST_PAGE_SIZE)
             .and_then(|len| self.ring_iova.checked_add(len))
             .is_some();
         if !fits
-            || self.ring_iova & (PAGE_SIZE - 1) != 0
+            || self.ring_iova & (GUEST_PAGE_SIZE - 1) != 0
             || !(1..=RING_MAX_PAGES).contains(&self.ring_pages)
         {
             return Err(errno::EINVAL);
@@ -330,7 +277,7 @@ impl DmaRegs {
         let page = self.bg_cursor % self.bg_pages.max(1);
         let iova = self
             .bg_iova
-            .saturating_add(u64::from(page).saturating_mul(PAGE_SIZE));
+            .saturating_add(u64::from(page).saturating_mul(GUEST_PAGE_SIZE));
         let mut stamp = [0u8; BG_STAMP_LEN];
         let fields = u64::from(self.bg_writes.wrapping_add(1))
             .to_le_bytes()
@@ -352,13 +299,13 @@ impl DmaRegs {
 
     /// Whether the writer is on and its range touches `iova..iova + len`.
     pub(crate) fn writer_touches(&self, iova: u64, len: u64) -> bool {
-        let range = u64::from(self.bg_pages).saturating_mul(PAGE_SIZE);
+        let range = u64::from(self.bg_pages).saturating_mul(GUEST_PAGE_SIZE);
         self.writer_on() && overlaps(self.bg_iova, range, iova, len)
     }
 
     /// Whether the queued command's guest range touches `iova..iova + len`.
     pub(crate) fn command_touches(&self, iova: u64, len: u64) -> bool {
-        self.status == STATUS_QUEUED && overlaps(self.iova, u64::from(self.len), iova, len)
+        self.status == DMA_STATUS_QUEUED && overlaps(self.iova, u64::from(self.len), iova, len)
     }
 }
 
@@ -388,35 +335,35 @@ mod tests {
     #[test]
     fn iova_halves() {
         let mut r = DmaRegs::default();
-        r.write(offset::DMA_IOVA_HI, 0x1);
-        r.write(offset::DMA_IOVA_LO, 0x2000);
+        r.write(bar0::DMA_IOVA_HI, 0x1);
+        r.write(bar0::DMA_IOVA_LO, 0x2000);
         assert_eq!(r.iova, 0x1_0000_2000);
-        assert_eq!(r.read(offset::DMA_IOVA_HI, 0), 1);
-        assert_eq!(r.read(offset::PINNED_PAGES, 7), 7);
+        assert_eq!(r.read(bar0::DMA_IOVA_HI, 0), 1);
+        assert_eq!(r.read(bar0::PINNED_PAGES, 7), 7);
     }
 
     #[test]
     fn one_command_at_a_time() {
         let mut r = DmaRegs::default();
-        assert_eq!(r.write(offset::DMA_CMD, CMD_FILL), DmaWrite::Kick);
-        assert_eq!(r.read(offset::DMA_STATUS, 0), STATUS_QUEUED);
-        assert_eq!(r.write(offset::DMA_CMD, CMD_TO_GUEST), DmaWrite::Busy);
-        assert_eq!(r.cmd, CMD_FILL);
+        assert_eq!(r.write(bar0::DMA_CMD, DMA_CMD_FILL), DmaWrite::Kick);
+        assert_eq!(r.read(bar0::DMA_STATUS, 0), DMA_STATUS_QUEUED);
+        assert_eq!(r.write(bar0::DMA_CMD, DMA_CMD_TO_GUEST), DmaWrite::Busy);
+        assert_eq!(r.cmd, DMA_CMD_FILL);
         r.finish(Err(errno::EINVAL));
-        assert_eq!((r.status, r.error, r.completed), (STATUS_ERROR, 22, 1));
-        assert_eq!(r.write(offset::DMA_CMD, CMD_TO_GUEST), DmaWrite::Kick);
-        r.write(offset::DMA_CTRL, 0xff);
+        assert_eq!((r.status, r.error, r.completed), (DMA_STATUS_ERROR, 22, 1));
+        assert_eq!(r.write(bar0::DMA_CMD, DMA_CMD_TO_GUEST), DmaWrite::Kick);
+        r.write(bar0::DMA_CTRL, 0xff);
         assert!(!r.command_ready());
-        r.write(offset::DMA_CTRL, 0);
+        r.write(bar0::DMA_CTRL, 0);
         assert!(r.command_ready());
         r.finish(Ok(()));
-        assert_eq!((r.status, r.error, r.completed), (STATUS_DONE, 0, 2));
+        assert_eq!((r.status, r.error, r.completed), (DMA_STATUS_DONE, 0, 2));
     }
 
     #[test]
     fn plans() {
         let mut r = DmaRegs {
-            cmd: CMD_TO_GUEST,
+            cmd: DMA_CMD_TO_GUEST,
             len: 4096,
             dev_off: 4096,
             iova: 0x10000,
@@ -431,18 +378,23 @@ mod tests {
             })
         );
         assert_eq!(r.plan(8191), Err(errno::EINVAL));
-        r.cmd = CMD_FILL;
+        r.cmd = DMA_CMD_FILL;
         assert!(r.plan(0).is_ok(), "a fill does not use device memory");
         r.iova = u64::MAX - 100;
         assert_eq!(r.plan(8192), Err(errno::EINVAL));
         r.iova = 0;
-        for (cmd, len) in [(0, 1), (4, 1), (CMD_FILL, 0), (CMD_FILL, MAX_LEN + 1)] {
+        for (cmd, len) in [
+            (0, 1),
+            (4, 1),
+            (DMA_CMD_FILL, 0),
+            (DMA_CMD_FILL, DMA_MAX_LEN + 1),
+        ] {
             r.cmd = cmd;
             r.len = len;
             assert_eq!(r.plan(1 << 30), Err(errno::EINVAL), "cmd {cmd} len {len}");
         }
         r.dev_off = u32::MAX;
-        r.cmd = CMD_FROM_GUEST;
+        r.cmd = DMA_CMD_FROM_GUEST;
         r.len = 2;
         assert_eq!(
             r.plan(usize::MAX),
@@ -469,22 +421,22 @@ mod tests {
         assert_eq!(r.ring_plan(), Err(errno::EINVAL));
         r.ring_iova = u64::MAX - 4095;
         assert_eq!(r.ring_plan(), Err(errno::EINVAL));
-        assert_eq!(r.write(offset::RING_CTRL, 0xff), DmaWrite::Ring);
+        assert_eq!(r.write(bar0::RING_CTRL, 0xff), DmaWrite::Ring);
         assert_eq!(r.ring_ctrl, RING_PINNED | RING_WRITABLE);
     }
 
     #[test]
     fn writer() {
         let mut r = DmaRegs::default();
-        assert_eq!(r.write(offset::BG_CTRL, 1), DmaWrite::None);
+        assert_eq!(r.write(bar0::BG_CTRL, 1), DmaWrite::None);
         assert_eq!((r.bg_ctrl, r.bg_error), (0, errno::EINVAL));
-        r.write(offset::BG_IOVA_LO, 0x8000);
-        r.write(offset::BG_PAGES, 3);
-        r.write(offset::BG_RATE, 100);
-        assert_eq!(r.write(offset::BG_CTRL, 1), DmaWrite::Kick);
+        r.write(bar0::BG_IOVA_LO, 0x8000);
+        r.write(bar0::BG_PAGES, 3);
+        r.write(bar0::BG_RATE, 100);
+        assert_eq!(r.write(bar0::BG_CTRL, 1), DmaWrite::Kick);
         assert_eq!(r.bg_error, 0);
         // Settings are frozen while it runs.
-        r.write(offset::BG_PAGES, 7);
+        r.write(bar0::BG_PAGES, 7);
         assert_eq!(r.bg_pages, 3);
         let pages: [u64; 4] = core::array::from_fn(|_| {
             let (iova, _) = r.writer_next();
@@ -499,7 +451,7 @@ mod tests {
         assert_eq!(&stamp[12..], b"BGWR");
         assert!(r.writer_touches(0xa000, 1));
         assert!(!r.writer_touches(0xb000, 0x1000));
-        r.write(offset::BG_CTRL, 0);
+        r.write(bar0::BG_CTRL, 0);
         assert!(!r.writer_on());
         assert!(!r.writer_touches(0xa000, 1));
     }

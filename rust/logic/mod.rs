@@ -6,6 +6,10 @@
 //! `tools/model`, whose `cargo test` runs the unit tests at the bottom of
 //! each file and the tests in `tools/model/src/tests/`.
 
+// `pub` and partly unused here: `tools/` include the file and re-export all
+// of it (see its header).
+#[allow(dead_code, unreachable_pub)]
+pub(crate) mod abi;
 pub(crate) mod bitmap;
 pub(crate) mod config_space;
 pub(crate) mod dirty_log;

@@ -2,12 +2,10 @@
 
 //! Decoding of device fd offsets into (region, offset) pairs.
 //!
-//! As in vfio-pci and mtty, region `N` starts at file offset `N << 40`.
+//! As in vfio-pci and mtty, region `N` starts at file offset `N << 40`
+//! ([`region::SHIFT`]).
 
-/// Shift of the region index in a file offset.
-pub(crate) const REGION_SHIFT: u32 = 40;
-/// Number of regions: the nine vfio-pci ones and the migration region.
-pub(crate) const NUM_REGIONS: u32 = 10;
+use super::abi::region;
 
 /// The regions the device implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +24,10 @@ impl Region {
     /// The region at VFIO index `index`, if the device implements one there.
     pub(crate) fn from_index(index: u32) -> Option<Self> {
         match index {
-            0 => Some(Region::Bar0),
-            2 => Some(Region::Bar2),
-            7 => Some(Region::Config),
-            9 => Some(Region::Migration),
+            region::BAR0 => Some(Region::Bar0),
+            region::BAR2 => Some(Region::Bar2),
+            region::CONFIG => Some(Region::Config),
+            region::MIGRATION => Some(Region::Migration),
             _ => None,
         }
     }
@@ -47,9 +45,9 @@ pub(crate) fn locate(
     count: usize,
     size_of: impl Fn(Region) -> u64,
 ) -> Result<(Region, u64), BadAccess> {
-    let index = u32::try_from(pos >> REGION_SHIFT).map_err(|_| BadAccess)?;
+    let index = u32::try_from(pos >> region::SHIFT).map_err(|_| BadAccess)?;
+    let offset = pos & ((1u64 << region::SHIFT) - 1);
     let region = Region::from_index(index).ok_or(BadAccess)?;
-    let offset = pos & ((1u64 << REGION_SHIFT) - 1);
     let end = offset
         .checked_add(u64::try_from(count).map_err(|_| BadAccess)?)
         .ok_or(BadAccess)?;

@@ -4,53 +4,10 @@
 //!
 //! Pure state and decoding: the kernel side only routes the interrupt this
 //! file asks for, and runs the DMA engine (whose registers are in
-//! [`super::dma`]).
+//! [`super::dma`]). The register map is in [`super::abi::bar0`].
 
+use super::abi::bar0::{self, DMA_BLOCK, IRQ_ALL, IRQ_DOORBELL};
 use super::dma::{DmaRegs, DmaWrite};
-
-/// Size of BAR0 in bytes.
-pub(crate) const BAR0_SIZE: u64 = 4096;
-
-/// `ID` register value ("VMS1").
-pub(crate) const ID_VALUE: u32 = 0x564d_5331;
-/// `VERSION` register value (1.0).
-pub(crate) const VERSION_VALUE: u32 = 0x0001_0000;
-
-/// Register offsets.
-pub(crate) mod offset {
-    /// Identification, read-only.
-    pub(crate) const ID: u32 = 0x00;
-    /// Interface version, read-only.
-    pub(crate) const VERSION: u32 = 0x04;
-    /// Free for the driver.
-    pub(crate) const SCRATCH: u32 = 0x08;
-    /// Device status, read-only.
-    pub(crate) const STATUS: u32 = 0x0c;
-    /// Pending interrupt causes, write 1 to clear.
-    pub(crate) const IRQ_STATUS: u32 = 0x10;
-    /// Causes that raise an interrupt.
-    pub(crate) const IRQ_ENABLE: u32 = 0x14;
-    /// Write: ring. Read: times rung since reset.
-    pub(crate) const DOORBELL: u32 = 0x18;
-    /// Device memory size in bytes, read-only.
-    pub(crate) const MEM_SIZE: u32 = 0x1c;
-    /// Interrupts delivered since reset, read-only.
-    pub(crate) const IRQ_COUNT: u32 = 0x20;
-}
-
-/// The DMA engine's registers.
-const DMA_BLOCK: core::ops::Range<u32> = 0x40..0xb0;
-
-/// `STATUS` bit: the device is stopped for migration.
-pub(crate) const STATUS_QUIESCED: u32 = 1 << 0;
-/// Interrupt cause: the doorbell was rung.
-pub(crate) const IRQ_DOORBELL: u32 = 1 << 0;
-/// Interrupt cause: a DMA command finished successfully.
-pub(crate) const IRQ_DMA_DONE: u32 = 1 << 1;
-/// Interrupt cause: a DMA command, the ring or the writer failed.
-pub(crate) const IRQ_DMA_ERROR: u32 = 1 << 2;
-/// Every interrupt cause this version knows.
-pub(crate) const IRQ_ALL: u32 = IRQ_DOORBELL | IRQ_DMA_DONE | IRQ_DMA_ERROR;
 
 /// What a register write asks of the device.
 #[derive(Debug, PartialEq, Eq)]
@@ -94,15 +51,15 @@ impl Registers {
     /// Reads the dword register at `off`.
     pub(crate) fn read(&self, off: u32, live: &Live) -> u32 {
         match off {
-            offset::ID => ID_VALUE,
-            offset::VERSION => VERSION_VALUE,
-            offset::SCRATCH => self.scratch,
-            offset::STATUS => live.status,
-            offset::IRQ_STATUS => self.irq_status,
-            offset::IRQ_ENABLE => self.irq_enable,
-            offset::DOORBELL => self.doorbells,
-            offset::MEM_SIZE => live.mem_size as u32,
-            offset::IRQ_COUNT => self.irq_count,
+            bar0::ID => bar0::ID_VALUE,
+            bar0::VERSION => bar0::VERSION_VALUE,
+            bar0::SCRATCH => self.scratch,
+            bar0::STATUS => live.status,
+            bar0::IRQ_STATUS => self.irq_status,
+            bar0::IRQ_ENABLE => self.irq_enable,
+            bar0::DOORBELL => self.doorbells,
+            bar0::MEM_SIZE => live.mem_size as u32,
+            bar0::IRQ_COUNT => self.irq_count,
             _ => self.dma.read(off, live.pinned),
         }
     }
@@ -110,10 +67,10 @@ impl Registers {
     /// Writes the dword register at `off`.
     pub(crate) fn write(&mut self, off: u32, val: u32) -> WriteEffect {
         match off {
-            offset::SCRATCH => self.scratch = val,
-            offset::IRQ_STATUS => self.irq_status &= !val,
-            offset::IRQ_ENABLE => self.irq_enable = val & IRQ_ALL,
-            offset::DOORBELL => {
+            bar0::SCRATCH => self.scratch = val,
+            bar0::IRQ_STATUS => self.irq_status &= !val,
+            bar0::IRQ_ENABLE => self.irq_enable = val & IRQ_ALL,
+            bar0::DOORBELL => {
                 self.doorbells = self.doorbells.wrapping_add(1);
                 return self.raise(IRQ_DOORBELL);
             }
@@ -176,14 +133,14 @@ mod tests {
         let mut r = Registers::default();
         let live = Live {
             mem_size: 4096,
-            status: STATUS_QUIESCED,
+            status: bar0::STATUS_QUIESCED,
             pinned: 3,
         };
-        assert_eq!(r.write(offset::ID, 5), WriteEffect::None);
-        assert_eq!(r.read(offset::ID, &live), ID_VALUE);
-        assert_eq!(r.read(offset::VERSION, &live), VERSION_VALUE);
-        assert_eq!(r.read(offset::MEM_SIZE, &live), 4096);
-        assert_eq!(r.read(offset::STATUS, &live), 1);
+        assert_eq!(r.write(bar0::ID, 5), WriteEffect::None);
+        assert_eq!(r.read(bar0::ID, &live), bar0::ID_VALUE);
+        assert_eq!(r.read(bar0::VERSION, &live), bar0::VERSION_VALUE);
+        assert_eq!(r.read(bar0::MEM_SIZE, &live), 4096);
+        assert_eq!(r.read(bar0::STATUS, &live), 1);
         assert_eq!(r.read(0x84, &live), 3);
         assert_eq!(r.write(0x800, 7), WriteEffect::None);
         assert_eq!(r.read(0x800, &live), 0);
@@ -198,16 +155,16 @@ mod tests {
             status: 0,
             pinned: 0,
         };
-        assert_eq!(r.write(offset::DOORBELL, 0), WriteEffect::None);
-        assert_eq!(r.read(offset::IRQ_STATUS, &live), IRQ_DOORBELL);
-        r.write(offset::IRQ_ENABLE, !0);
+        assert_eq!(r.write(bar0::DOORBELL, 0), WriteEffect::None);
+        assert_eq!(r.read(bar0::IRQ_STATUS, &live), IRQ_DOORBELL);
+        r.write(bar0::IRQ_ENABLE, !0);
         assert_eq!(r.irq_enable, IRQ_ALL);
-        assert_eq!(r.write(offset::DOORBELL, 0), WriteEffect::Interrupt);
-        assert_eq!(r.read(offset::DOORBELL, &live), 2);
-        r.write(offset::IRQ_STATUS, IRQ_DOORBELL);
+        assert_eq!(r.write(bar0::DOORBELL, 0), WriteEffect::Interrupt);
+        assert_eq!(r.read(bar0::DOORBELL, &live), 2);
+        r.write(bar0::IRQ_STATUS, IRQ_DOORBELL);
         assert_eq!(r.irq_status, 0);
         r.note_delivered();
-        assert_eq!(r.read(offset::IRQ_COUNT, &live), 1);
+        assert_eq!(r.read(bar0::IRQ_COUNT, &live), 1);
     }
 
     #[test]

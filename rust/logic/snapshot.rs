@@ -16,9 +16,13 @@
 //!
 //! Every field is a little-endian u32, in register order.
 
-use super::config_space::{ConfigSpace, CONFIG_SIZE};
-use super::dma::{self, DmaRegs};
-use super::regs::{Registers, IRQ_ALL};
+use super::abi::bar0::{
+    self, BG_ENABLE, DMA_CTRL_PAUSE, DMA_STATUS_ERROR, IRQ_ALL, RING_PINNED, RING_WRITABLE,
+};
+use super::abi::config;
+use super::config_space::ConfigSpace;
+use super::dma::{DmaRegs, DmaWrite};
+use super::regs::Registers;
 
 /// Bytes of register words before the configuration space.
 const WORDS_LEN: usize = 128;
@@ -26,7 +30,7 @@ const WORDS_LEN: usize = 128;
 const USED_WORDS: usize = 28;
 
 /// Length of the blob.
-pub(crate) const BLOB_LEN: usize = WORDS_LEN + CONFIG_SIZE;
+pub(crate) const BLOB_LEN: usize = WORDS_LEN + config::SIZE;
 
 fn words_of(r: &Registers) -> [u32; USED_WORDS] {
     let d = &r.dma;
@@ -84,7 +88,7 @@ pub(crate) struct BadBlob;
 
 /// Checks a blob and turns it into register values and configuration
 /// bytes; nothing is applied to a device here.
-pub(crate) fn parse(blob: &[u8; BLOB_LEN]) -> Result<(Registers, [u8; CONFIG_SIZE]), BadBlob> {
+pub(crate) fn parse(blob: &[u8; BLOB_LEN]) -> Result<(Registers, [u8; config::SIZE]), BadBlob> {
     let mut words = [0u32; WORDS_LEN / 4];
     for (w, src) in words.iter_mut().zip(blob.chunks_exact(4)) {
         let mut b = [0u8; 4];
@@ -125,7 +129,7 @@ pub(crate) fn parse(blob: &[u8; BLOB_LEN]) -> Result<(Registers, [u8; CONFIG_SIZ
     if reserved.iter().any(|&w| w != 0) || !plausible(&regs) {
         return Err(BadBlob);
     }
-    let mut config = [0u8; CONFIG_SIZE];
+    let mut config = [0u8; config::SIZE];
     config.copy_from_slice(blob.get(WORDS_LEN..).ok_or(BadBlob)?);
     Ok((regs, config))
 }
@@ -136,15 +140,14 @@ fn plausible(r: &Registers) -> bool {
     let writer_ok = !d.writer_on() || {
         let mut probe = d.clone();
         probe.bg_ctrl = 0;
-        probe.write(dma::offset::BG_CTRL, dma::BG_ENABLE) == dma::DmaWrite::Kick
-            && d.bg_cursor < d.bg_pages
+        probe.write(bar0::BG_CTRL, BG_ENABLE) == DmaWrite::Kick && d.bg_cursor < d.bg_pages
     };
-    let ring_ok = d.ring_ctrl & dma::RING_PINNED == 0 || d.ring_plan().is_ok();
+    let ring_ok = d.ring_ctrl & RING_PINNED == 0 || d.ring_plan().is_ok();
     (r.irq_status | r.irq_enable) & !IRQ_ALL == 0
-        && d.status <= dma::STATUS_ERROR
-        && d.ctrl & !dma::CTRL_PAUSE == 0
-        && d.ring_ctrl & !(dma::RING_PINNED | dma::RING_WRITABLE) == 0
-        && d.bg_ctrl & !dma::BG_ENABLE == 0
+        && d.status <= DMA_STATUS_ERROR
+        && d.ctrl & !DMA_CTRL_PAUSE == 0
+        && d.ring_ctrl & !(RING_PINNED | RING_WRITABLE) == 0
+        && d.bg_ctrl & !BG_ENABLE == 0
         && writer_ok
         && ring_ok
 }
@@ -163,15 +166,15 @@ mod tests {
             irq_count: 3,
             dma: DmaRegs {
                 iova: 0x1_2345_6000,
-                status: dma::STATUS_QUEUED,
-                ctrl: dma::CTRL_PAUSE,
+                status: bar0::DMA_STATUS_QUEUED,
+                ctrl: DMA_CTRL_PAUSE,
                 ring_iova: 0x7000,
                 ring_pages: 2,
-                ring_ctrl: dma::RING_PINNED,
+                ring_ctrl: RING_PINNED,
                 bg_iova: 0x9_0000_0000,
                 bg_pages: 9,
                 bg_rate: 5,
-                bg_ctrl: dma::BG_ENABLE,
+                bg_ctrl: BG_ENABLE,
                 bg_cursor: 8,
                 bg_writes: 77,
                 ..Default::default()

@@ -12,36 +12,12 @@
 //! table itself ([`DeviceState::properties`]) and the list of transitions the
 //! SPEC allows ([`DeviceState::successors`]).
 //!
+//! [`DeviceState`] itself, the numbers userspace sees, is part of the ABI
+//! ([`super::abi::migration`]); this file adds its behaviour.
+//!
 //! Pure logic: no allocation, no kernel types, no panics.
 
-/// A device state, numbered as in the seed (`VFIO_DEVICE_STATE_*`).
-///
-/// The value is what userspace writes to and reads from `device_state`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum DeviceState {
-    /// `VFIO_DEVICE_STATE_NONE` (0): opened, not yet started by the VMM.
-    None = 0,
-    /// `VFIO_DEVICE_STATE_RUNNING` (1): normal operation.
-    Running = 1,
-    /// `VFIO_DEVICE_STATE_MIGRATION_SETUP` (2): source prepares to save.
-    Setup = 2,
-    /// `VFIO_DEVICE_STATE_MIGRATION_PRECOPY` (3): source saves while running.
-    PreCopy = 3,
-    /// `VFIO_DEVICE_STATE_MIGRATION_STOPNCOPY` (4): source saves, stopped.
-    StopNCopy = 4,
-    /// `VFIO_DEVICE_STATE_MIGRATION_SAVE_COMPLETED` (5): source saved all.
-    SaveCompleted = 5,
-    /// `VFIO_DEVICE_STATE_MIGRATION_RESUME` (6): destination loads a stream.
-    Resume = 6,
-    /// `VFIO_DEVICE_STATE_MIGRATION_RESUME_COMPLETED` (7): loaded state is
-    /// the device state.
-    ResumeCompleted = 7,
-    /// `VFIO_DEVICE_STATE_MIGRATION_FAILED` (8): migration failed.
-    Failed = 8,
-    /// `VFIO_DEVICE_STATE_MIGRATION_CANCELLED` (9): migration cancelled.
-    Cancelled = 9,
-}
+use super::abi::migration::DeviceState;
 
 /// Which way device state flows, i.e. which side of a migration the device
 /// is on.
@@ -239,46 +215,9 @@ pub(crate) enum InvalidTransition {
 }
 
 impl DeviceState {
-    /// Every state, in numeric order (for tests).
-    #[cfg(test)]
-    pub(crate) const ALL: [DeviceState; 10] = [
-        DeviceState::None,
-        DeviceState::Running,
-        DeviceState::Setup,
-        DeviceState::PreCopy,
-        DeviceState::StopNCopy,
-        DeviceState::SaveCompleted,
-        DeviceState::Resume,
-        DeviceState::ResumeCompleted,
-        DeviceState::Failed,
-        DeviceState::Cancelled,
-    ];
-
     /// The state a device is in after open, reset and close.
     #[cfg(test)]
     pub(crate) const INITIAL: DeviceState = DeviceState::None;
-
-    /// The state numbered `raw`, or `None` for 10 and more.
-    pub(crate) const fn from_raw(raw: u32) -> Option<DeviceState> {
-        Some(match raw {
-            0 => DeviceState::None,
-            1 => DeviceState::Running,
-            2 => DeviceState::Setup,
-            3 => DeviceState::PreCopy,
-            4 => DeviceState::StopNCopy,
-            5 => DeviceState::SaveCompleted,
-            6 => DeviceState::Resume,
-            7 => DeviceState::ResumeCompleted,
-            8 => DeviceState::Failed,
-            9 => DeviceState::Cancelled,
-            _ => return None,
-        })
-    }
-
-    /// The number userspace reads from `device_state`.
-    pub(crate) const fn raw(self) -> u32 {
-        self as u32
-    }
 
     /// The properties this state stands for (the one per-state table of
     /// behaviour).

@@ -14,36 +14,16 @@
 //! ```
 //!
 //! Both sides work on caller-provided buffers with arbitrary chunk
-//! boundaries (from 1 byte up) and never allocate or panic.
+//! boundaries (from 1 byte up) and never allocate or panic. The framing's
+//! numbers are in [`super::abi::stream`].
 
 use core::ops::{Deref, DerefMut};
 
+use super::abi::stream::{
+    END_BODY_LEN, END_RECORD_LEN, HEADER_LEN, MAGIC, PAGE_BODY_LEN, PAGE_RECORD_LEN, PAGE_SIZE,
+    RECORD_HEAD_LEN, TAG_END, TAG_PAGE, TAG_REGS, VERSION,
+};
 use super::bitmap::Bitmap;
-
-/// Size of a device-memory page in the stream.
-pub(crate) const PAGE_SIZE: usize = 4096;
-/// The first eight bytes of every stream.
-pub(crate) const MAGIC: [u8; 8] = *b"VMSSTATE";
-/// The stream format version this code writes and reads.
-pub(crate) const VERSION: u32 = 2;
-/// Size of the stream header.
-pub(crate) const HEADER_LEN: usize = 32;
-/// Size of the head (tag and body length) of every record.
-pub(crate) const RECORD_HEAD_LEN: usize = 8;
-/// Tag of a page record (`"PAGE"`).
-pub(crate) const TAG_PAGE: u32 = u32::from_le_bytes(*b"PAGE");
-/// Tag of the register-state record (`"REGS"`).
-pub(crate) const TAG_REGS: u32 = u32::from_le_bytes(*b"REGS");
-/// Tag of the end record (`"END."`).
-pub(crate) const TAG_END: u32 = u32::from_le_bytes(*b"END.");
-/// Body length of a page record: page index (8) and the page.
-pub(crate) const PAGE_BODY_LEN: usize = 8 + PAGE_SIZE;
-/// Size of a page record.
-pub(crate) const PAGE_RECORD_LEN: usize = RECORD_HEAD_LEN + PAGE_BODY_LEN;
-/// Body length of the end record: stream length, checksum `a`, checksum `b`.
-pub(crate) const END_BODY_LEN: usize = 24;
-/// Size of the end record.
-pub(crate) const END_RECORD_LEN: usize = RECORD_HEAD_LEN + END_BODY_LEN;
 
 /// Size of a page record (see [`PAGE_RECORD_LEN`]).
 #[cfg(test)]

@@ -20,8 +20,9 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-use vfio_mig::sample::{reg, Regs, BAR0};
-use vfio_mig::{region_offset, Device, OpenPath, Parent};
+use vfio_mig::abi::{bar0, region};
+use vfio_mig::sample::Regs;
+use vfio_mig::{Device, OpenPath, Parent};
 
 use crate::stats::{self, num, ratio, Table};
 use crate::{BResult, Opts, Report};
@@ -79,35 +80,35 @@ pub fn run(opts: &Opts) -> BResult<Report> {
     ours.write32(7, 0x10, 0xfe00_0000)
         .map_err(|e| format!("config BAR0: {e}"))?;
     let regs = Regs(&ours);
-    regs.write(reg::SCRATCH, 0x1234_5678)
+    regs.write(bar0::SCRATCH, 0x1234_5678)
         .map_err(|e| e.to_string())?;
-    if regs.read(reg::SCRATCH).map_err(|e| e.to_string())? != 0x1234_5678 {
+    if regs.read(bar0::SCRATCH).map_err(|e| e.to_string())? != 0x1234_5678 {
         return Err("SCRATCH does not read back what was written".into());
     }
     let zero = File::open("/dev/zero").map_err(|e| format!("open /dev/zero: {e}"))?;
-    let bar0 = region_offset(BAR0);
+    let bar0_at = region::offset(region::BAR0);
     let mut reads = [
         Read {
             name: "vfio-mig-sample BAR0 SCRATCH (0x08)",
-            target: Target::Dev(&ours, bar0 + reg::SCRATCH),
+            target: Target::Dev(&ours, bar0_at + u64::from(bar0::SCRATCH)),
             len: 4,
             ns: Vec::new(),
         },
         Read {
             name: "mtty BAR0 UART_MCR (0x04)",
-            target: Target::Dev(&theirs, bar0 + 4),
+            target: Target::Dev(&theirs, bar0_at + 4),
             len: 4,
             ns: Vec::new(),
         },
         Read {
             name: "mtty BAR0 UART_RX (0x00), FIFO empty",
-            target: Target::Dev(&theirs, bar0),
+            target: Target::Dev(&theirs, bar0_at),
             len: 4,
             ns: Vec::new(),
         },
         Read {
             name: "mtty BAR0 UART_RX (0x00), FIFO empty",
-            target: Target::Dev(&theirs, bar0),
+            target: Target::Dev(&theirs, bar0_at),
             len: 1,
             ns: Vec::new(),
         },

@@ -25,11 +25,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vfio_mig::{GuestMemory, State};
+use vfio_mig::{DeviceState, GuestMemory};
 
-use crate::dma::{self, PAGE};
+use crate::dma;
 use crate::stats::{self, bytes_label, num, ratio, Table};
 use crate::{BResult, Opts, Report};
+use vfio_mig::abi::GUEST_PAGE_SIZE;
 
 /// IOVA of the 4 GiB mapping (above 4 GiB, so the high halves of the
 /// address registers matter).
@@ -96,21 +97,29 @@ pub fn run(opts: &Opts) -> BResult<Report> {
         .map_err(|e| format!("map 4 GiB for DMA: {e}"))?;
     let region = dev.migration_region().map_err(|e| e.to_string())?.clone();
     let window = region.bitmap_len * 8;
-    for s in [State::Running, State::Setup, State::PreCopy] {
+    for s in [
+        DeviceState::Running,
+        DeviceState::Setup,
+        DeviceState::PreCopy,
+    ] {
         dev.set_state(s).map_err(|e| e.to_string())?;
     }
 
     let one_page = |pages: Vec<u64>| pages.into_iter().map(|p| (p, 1)).collect::<Vec<_>>();
     // The clustered set: 1000 pages, runs of 8 scattered over the first
     // 64 MiB, the same for every range.
-    let cluster: Vec<(u64, u64)> =
-        dma::scatter((64 << 20) / PAGE, 1000 / CLUSTER_RUN, CLUSTER_RUN, 0xc1u64)
-            .into_iter()
-            .map(|p| (p, CLUSTER_RUN))
-            .collect();
+    let cluster: Vec<(u64, u64)> = dma::scatter(
+        (64 << 20) / GUEST_PAGE_SIZE,
+        1000 / CLUSTER_RUN,
+        CLUSTER_RUN,
+        0xc1u64,
+    )
+    .into_iter()
+    .map(|p| (p, CLUSTER_RUN))
+    .collect();
     let mut cases = Vec::new();
     for n in [0u64, 10, 100, 1000] {
-        let pages = dma::scatter(MAP_LEN / PAGE, n, 1, n);
+        let pages = dma::scatter(MAP_LEN / GUEST_PAGE_SIZE, n, 1, n);
         cases.push(Case::new(Group::Scattered, MAP_LEN, one_page(pages)));
     }
     for range in [64u64 << 20, 1 << 30] {
@@ -122,7 +131,7 @@ pub fn run(opts: &Opts) -> BResult<Report> {
 
     let mut buf = Vec::new();
     // Whatever is in the log now (nothing, logging just started) goes.
-    let q = dma::query(&dev, IOVA, MAP_LEN / PAGE, window, &mut buf)?;
+    let q = dma::query(&dev, IOVA, MAP_LEN / GUEST_PAGE_SIZE, window, &mut buf)?;
     let mut leftovers = q.dirty.len();
 
     let reps = opts.reps(21);
@@ -133,14 +142,14 @@ pub fn run(opts: &Opts) -> BResult<Report> {
     let mut done_reps = 0;
     for rep in 0..reps {
         for c in cases.iter_mut() {
-            let pages = c.range / PAGE;
+            let pages = c.range / GUEST_PAGE_SIZE;
             // Guard: the range starts clean (a leftover would be counted).
             let q = dma::query(&dev, IOVA, pages, window, &mut buf)?;
             leftovers += q.dirty.len();
             let cmds: Vec<(u64, u32)> = c
                 .runs
                 .iter()
-                .map(|&(p, n)| (IOVA + p * PAGE, (n * PAGE) as u32))
+                .map(|&(p, n)| (IOVA + p * GUEST_PAGE_SIZE, (n * GUEST_PAGE_SIZE) as u32))
                 .collect();
             let t = Instant::now();
             dma::fill(&dev, &cmds, 0x5a5a_0000 | rep as u32)?;
@@ -160,7 +169,7 @@ pub fn run(opts: &Opts) -> BResult<Report> {
             break;
         }
     }
-    let _ = dev.set_state(State::Cancelled);
+    let _ = dev.set_state(DeviceState::Cancelled);
 
     let find = |g: Group, range: u64, n: u64| {
         cases
@@ -228,7 +237,7 @@ pub fn run(opts: &Opts) -> BResult<Report> {
         "{done_reps} measurements per case (median), all cases of 1a and 1b round robin; a \
          query over R bytes is ceil(R / {}) queries of at most {window} pages each (write \
          dirty_pfns.start_addr, write .total, read .copied), summed",
-        bytes_label(window * PAGE)
+        bytes_label(window * GUEST_PAGE_SIZE)
     ));
     tb.note(
         "\"query us\" times only those calls; \"bitmap readout\" is the read of data.offset \

@@ -5,14 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use vfio_mig::migration::DIRTY_PAGE_SIZE;
-use vfio_mig::sample::{reg, DmaCmd, Regs, DMA_DONE, DMA_FAILED, DMA_IDLE, DMA_QUEUED};
+use vfio_mig::abi::bar0::{
+    self, DMA_STATUS_DONE, DMA_STATUS_ERROR, DMA_STATUS_IDLE, DMA_STATUS_QUEUED,
+};
+use vfio_mig::abi::GUEST_PAGE_SIZE;
+use vfio_mig::sample::{DmaCmd, Regs};
 use vfio_mig::{Device, Field};
 
 use crate::BResult;
-
-/// Page size of the dirty log and of guest memory.
-pub const PAGE: u64 = DIRTY_PAGE_SIZE;
 
 /// How long one DMA command may stay queued before we give up.
 const DMA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,29 +72,29 @@ pub fn scatter(range_pages: u64, n: u64, run: u64, seed: u64) -> Vec<u64> {
 pub fn fill(dev: &Device, cmds: &[(u64, u32)], pattern: u32) -> BResult<()> {
     let regs = Regs(dev);
     let ctx = |what: &str, e: vfio_mig::Error| format!("DMA fill: {what}: {e}");
-    regs.write(reg::DMA_CTRL, 0)
+    regs.write(bar0::DMA_CTRL, 0)
         .map_err(|e| ctx("clear DMA_CTRL", e))?;
-    regs.write(reg::DMA_PATTERN, pattern)
+    regs.write(bar0::DMA_PATTERN, pattern)
         .map_err(|e| ctx("write DMA_PATTERN", e))?;
-    regs.write(reg::DMA_DEV_OFF, 0)
+    regs.write(bar0::DMA_DEV_OFF, 0)
         .map_err(|e| ctx("write DMA_DEV_OFF", e))?;
     let mut len_now = None;
     let mut hi_now = None;
     for &(iova, len) in cmds {
         if len_now != Some(len) {
-            regs.write(reg::DMA_LEN, len)
+            regs.write(bar0::DMA_LEN, len)
                 .map_err(|e| ctx("write DMA_LEN", e))?;
             len_now = Some(len);
         }
         let hi = (iova >> 32) as u32;
         if hi_now != Some(hi) {
-            regs.write(reg::DMA_IOVA_HI, hi)
+            regs.write(bar0::DMA_IOVA_HI, hi)
                 .map_err(|e| ctx("write DMA_IOVA_HI", e))?;
             hi_now = Some(hi);
         }
-        regs.write(reg::DMA_IOVA_LO, iova as u32)
+        regs.write(bar0::DMA_IOVA_LO, iova as u32)
             .map_err(|e| ctx("write DMA_IOVA_LO", e))?;
-        regs.write(reg::DMA_CMD, DmaCmd::Fill as u32)
+        regs.write(bar0::DMA_CMD, DmaCmd::Fill as u32)
             .map_err(|e| ctx(&format!("queue FILL at iova {iova:#x}"), e))?;
         let t0 = Instant::now();
         loop {
@@ -102,24 +102,24 @@ pub fn fill(dev: &Device, cmds: &[(u64, u32)], pattern: u32) -> BResult<()> {
             // on this CPU, and each status read takes the device lock.
             std::thread::sleep(POLL);
             let st = regs
-                .read(reg::DMA_STATUS)
+                .read(bar0::DMA_STATUS)
                 .map_err(|e| ctx("read DMA_STATUS", e))?;
             match st {
-                DMA_DONE => break,
-                DMA_QUEUED if t0.elapsed() < DMA_TIMEOUT => {}
-                DMA_QUEUED => {
+                DMA_STATUS_DONE => break,
+                DMA_STATUS_QUEUED if t0.elapsed() < DMA_TIMEOUT => {}
+                DMA_STATUS_QUEUED => {
                     return Err(format!(
                         "DMA fill at iova {iova:#x}: still queued after {DMA_TIMEOUT:?}"
                     ))
                 }
-                DMA_FAILED => {
-                    let errno = regs.read(reg::DMA_ERROR).unwrap_or(0);
+                DMA_STATUS_ERROR => {
+                    let errno = regs.read(bar0::DMA_ERROR).unwrap_or(0);
                     return Err(format!(
                         "DMA fill of {len} bytes at iova {iova:#x} failed: DMA_ERROR {}",
                         vfio_mig::errno_string(errno as i32)
                     ));
                 }
-                DMA_IDLE => {
+                DMA_STATUS_IDLE => {
                     return Err(format!(
                         "DMA fill at iova {iova:#x}: DMA_STATUS reads IDLE after the command \
                          was queued"
@@ -162,7 +162,7 @@ pub fn query(
     let mut done = 0u64;
     while done < pages {
         let want = (pages - done).min(window);
-        let start = iova + done * PAGE;
+        let start = iova + done * GUEST_PAGE_SIZE;
         let t0 = Instant::now();
         dev.write_field(Field::DirtyStartAddr, start)
             .map_err(|e| e.to_string())?;

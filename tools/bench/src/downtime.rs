@@ -19,13 +19,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vfio_mig::migration::DATA_OFFSET;
-use vfio_mig::sample::{reg, Regs, BAR2};
-use vfio_mig::{Device, GuestMemory, State};
+use vfio_mig::abi::bar0;
+use vfio_mig::abi::migration::DATA_OFFSET;
+use vfio_mig::abi::region::BAR2;
+use vfio_mig::sample::Regs;
+use vfio_mig::{Device, DeviceState, GuestMemory};
 
-use crate::dma::{self, Lcg, PAGE};
+use crate::dma::{self, Lcg};
 use crate::stats::{self, num, ratio, Table};
 use crate::{BResult, Opts, Report};
+use vfio_mig::abi::GUEST_PAGE_SIZE;
 
 const IOVA: u64 = 0x4000_0000;
 const RAM: u64 = 1 << 30;
@@ -66,7 +69,7 @@ fn pump(src: &Device, dst: &Device, buf: &mut Vec<u8>) -> BResult<usize> {
     }
 }
 
-fn st(d: &Device, s: State) -> BResult<()> {
+fn st(d: &Device, s: DeviceState) -> BResult<()> {
     d.set_state(s).map_err(|e| e.to_string())
 }
 
@@ -79,18 +82,18 @@ pub fn run(opts: &Opts) -> BResult<Report> {
         .map_err(|e| format!("map source RAM: {e}"))?;
     dst.map_dma(IOVA, &b)
         .map_err(|e| format!("map destination RAM: {e}"))?;
-    let mem_size = Regs(&src).read(reg::MEM_SIZE).map_err(|e| e.to_string())? as usize;
+    let mem_size = Regs(&src).read(bar0::MEM_SIZE).map_err(|e| e.to_string())? as usize;
     let mut content = vec![0u8; mem_size];
     Lcg::new(4).fill(&mut content);
     src.write_region(BAR2, 0, &content)
         .map_err(|e| format!("fill device memory: {e}"))?;
-    st(&src, State::Running)?;
+    st(&src, DeviceState::Running)?;
     let window = src
         .migration_region()
         .map_err(|e| e.to_string())?
         .bitmap_len
         * 8;
-    let range_pages = RAM / PAGE;
+    let range_pages = RAM / GUEST_PAGE_SIZE;
 
     let mut cases: Vec<Case> = [0u64, 64, 512, 4096]
         .into_iter()
@@ -104,10 +107,10 @@ pub fn run(opts: &Opts) -> BResult<Report> {
 
     // Both sides' RAM is resident, as a running VM's is: fault in the
     // pages the cases will dirty and copy.
-    let mut page = vec![0u8; PAGE as usize];
+    let mut page = vec![0u8; GUEST_PAGE_SIZE as usize];
     for c in &cases {
         for p in c.runs.iter().flat_map(|&p| p..p + RUN) {
-            let off = (p * PAGE) as usize;
+            let off = (p * GUEST_PAGE_SIZE) as usize;
             a.read_at(off, &mut page).map_err(|e| e.to_string())?;
             b.write_at(off, &page).map_err(|e| e.to_string())?;
         }
@@ -124,9 +127,9 @@ pub fn run(opts: &Opts) -> BResult<Report> {
         for c in cases.iter_mut() {
             seq += 1;
             let pattern = 0xd0d0_0000 | seq;
-            st(&dst, State::Resume)?;
-            st(&src, State::Setup)?;
-            st(&src, State::PreCopy)?;
+            st(&dst, DeviceState::Resume)?;
+            st(&src, DeviceState::Setup)?;
+            st(&src, DeviceState::PreCopy)?;
             precopy_bytes = pump(&src, &dst, &mut buf)?;
             // RAM pre-copy pass: copy what the log holds (nothing: logging
             // just started), leaving it empty.
@@ -140,21 +143,21 @@ pub fn run(opts: &Opts) -> BResult<Report> {
             let cmds: Vec<(u64, u32)> = c
                 .runs
                 .iter()
-                .map(|p| (IOVA + p * PAGE, (RUN * PAGE) as u32))
+                .map(|p| (IOVA + p * GUEST_PAGE_SIZE, (RUN * GUEST_PAGE_SIZE) as u32))
                 .collect();
             dma::fill(&src, &cmds, pattern)?;
 
             // The downtime.
             let mut s = Sample::default();
             let t0 = Instant::now();
-            st(&src, State::StopNCopy)?;
+            st(&src, DeviceState::StopNCopy)?;
             s.stop = t0.elapsed();
             let t = Instant::now();
             let q = dma::query(&src, IOVA, range_pages, window, &mut bitmap)?;
             s.query = t.elapsed();
             let t = Instant::now();
             for p in &q.dirty {
-                let off = (p * PAGE) as usize;
+                let off = (p * GUEST_PAGE_SIZE) as usize;
                 a.read_at(off, &mut page).map_err(|e| e.to_string())?;
                 b.write_at(off, &page).map_err(|e| e.to_string())?;
             }
@@ -163,9 +166,9 @@ pub fn run(opts: &Opts) -> BResult<Report> {
             s.stream_bytes = pump(&src, &dst, &mut buf)?;
             s.stream = t.elapsed();
             let t = Instant::now();
-            st(&src, State::SaveCompleted)?;
-            st(&dst, State::ResumeCompleted)?;
-            st(&dst, State::Running)?;
+            st(&src, DeviceState::SaveCompleted)?;
+            st(&dst, DeviceState::ResumeCompleted)?;
+            st(&dst, DeviceState::Running)?;
             s.commit = t.elapsed();
             s.total = t0.elapsed();
             if round > 0 {
@@ -183,7 +186,7 @@ pub fn run(opts: &Opts) -> BResult<Report> {
             }
             for &p in &c.runs {
                 let mut w = [0u8; 4];
-                b.read_at((p * PAGE) as usize, &mut w)
+                b.read_at((p * GUEST_PAGE_SIZE) as usize, &mut w)
                     .map_err(|e| e.to_string())?;
                 if u32::from_le_bytes(w) != pattern && c.wrong.len() < 3 {
                     c.wrong.push(format!(
@@ -193,7 +196,7 @@ pub fn run(opts: &Opts) -> BResult<Report> {
                     break;
                 }
             }
-            st(&src, State::Running)?;
+            st(&src, DeviceState::Running)?;
         }
     }
     let mut back = vec![0u8; mem_size];

@@ -14,9 +14,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use vfio_mig::migration::DATA_OFFSET;
-use vfio_mig::sample::{reg, Regs, BAR2};
-use vfio_mig::{Device, Field, State};
+use vfio_mig::abi::bar0;
+use vfio_mig::abi::migration::DATA_OFFSET;
+use vfio_mig::abi::region::BAR2;
+use vfio_mig::sample::Regs;
+use vfio_mig::{Device, DeviceState, Field};
 
 use crate::dma::Lcg;
 use crate::stats::{self, num, ratio, Table};
@@ -28,8 +30,10 @@ fn save(src: &Device, stream: &mut [u8]) -> BResult<(usize, u32, Duration)> {
     let r = src.migration_region().map_err(|e| e.to_string())?;
     let idx = r.index();
     src.set_threshold(0).map_err(|e| e.to_string())?;
-    src.set_state(State::Setup).map_err(|e| e.to_string())?;
-    src.set_state(State::StopNCopy).map_err(|e| e.to_string())?;
+    src.set_state(DeviceState::Setup)
+        .map_err(|e| e.to_string())?;
+    src.set_state(DeviceState::StopNCopy)
+        .map_err(|e| e.to_string())?;
     let mut pos = 0usize;
     let mut chunks = 0;
     let t0 = Instant::now();
@@ -58,25 +62,28 @@ fn save(src: &Device, stream: &mut [u8]) -> BResult<(usize, u32, Duration)> {
             p.total()
         ));
     }
-    src.set_state(State::SaveCompleted)
+    src.set_state(DeviceState::SaveCompleted)
         .map_err(|e| e.to_string())?;
-    src.set_state(State::Running).map_err(|e| e.to_string())?;
+    src.set_state(DeviceState::Running)
+        .map_err(|e| e.to_string())?;
     Ok((pos, chunks, t))
 }
 
 /// One restore of `stream` into `dst` in chunks of `chunk` bytes; returns
 /// `(time of the set-buffer loop, time including RESUME_COMPLETED)`.
 fn restore(dst: &Device, stream: &[u8], chunk: usize) -> BResult<(Duration, Duration)> {
-    dst.set_state(State::Resume).map_err(|e| e.to_string())?;
+    dst.set_state(DeviceState::Resume)
+        .map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     for c in stream.chunks(chunk) {
         dst.set_buffer(c, DATA_OFFSET).map_err(|e| e.to_string())?;
     }
     let t_loop = t0.elapsed();
-    dst.set_state(State::ResumeCompleted)
+    dst.set_state(DeviceState::ResumeCompleted)
         .map_err(|e| e.to_string())?;
     let t_all = t0.elapsed();
-    dst.set_state(State::Running).map_err(|e| e.to_string())?;
+    dst.set_state(DeviceState::Running)
+        .map_err(|e| e.to_string())?;
     Ok((t_loop, t_all))
 }
 
@@ -88,12 +95,13 @@ fn mbps(bytes: usize, d: &[Duration]) -> f64 {
 pub fn run(opts: &Opts) -> BResult<Report> {
     let src = crate::open_sample("large", opts)?;
     let dst = crate::open_sample("large", opts)?;
-    let mem_size = Regs(&src).read(reg::MEM_SIZE).map_err(|e| e.to_string())? as usize;
+    let mem_size = Regs(&src).read(bar0::MEM_SIZE).map_err(|e| e.to_string())? as usize;
     let mut content = vec![0u8; mem_size];
     Lcg::new(2).fill(&mut content);
     src.write_region(BAR2, 0, &content)
         .map_err(|e| format!("fill device memory: {e}"))?;
-    src.set_state(State::Running).map_err(|e| e.to_string())?;
+    src.set_state(DeviceState::Running)
+        .map_err(|e| e.to_string())?;
     let data_len = dst.migration_region().map_err(|e| e.to_string())?.data_len as usize;
 
     // Room for every page record and more; touched once before timing.

@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 //! What Documentation/device.rst promises, in one place. Tests compare
 //! against these constants, never against literals of their own.
+//!
+//! Written by hand on purpose, not taken from `rust/logic/abi.rs` (which
+//! the module and the library share): this copy is the suite's independent
+//! oracle, see the crate documentation.
 
 use vfio_mig::uapi::vfio;
 
@@ -88,6 +92,11 @@ pub const IRQ_INFO_MINSZ: u32 = 16;
 /// `offsetofend(struct vfio_irq_set, count)`.
 pub const IRQ_SET_MINSZ: u32 = 20;
 
+/// File offset of region `index` in the device fd: `index << 40`.
+pub const fn region_offset(index: u32) -> u64 {
+    (index as u64) << 40
+}
+
 /// Region indexes.
 pub mod region {
     pub const BAR0: u32 = 0;
@@ -117,11 +126,8 @@ pub fn region_expect(index: u32, ty: &TypeSpec) -> (u64, u32) {
 
 /// Flags of the migration region when it is present.
 pub const MIGRATION_FLAGS: u32 = RW | vfio::VFIO_REGION_INFO_FLAG_CAPS;
-/// Its `VFIO_REGION_INFO_CAP_TYPE` type and subtype.
-pub const MIGRATION_TYPE: (u32, u32) = (
-    vfio_mig::uapi::VFIO_REGION_TYPE_MIGRATION_RFC,
-    vfio_mig::uapi::VFIO_REGION_SUBTYPE_MIGRATION_RFC,
-);
+/// Its `VFIO_REGION_INFO_CAP_TYPE` type and subtype (the 2018 proposal's).
+pub const MIGRATION_TYPE: (u32, u32) = (1 << 30, 1);
 
 /// IRQ indexes.
 pub mod irq {
@@ -221,7 +227,7 @@ pub mod bar0 {
 /// The migration region (Documentation/migration-abi.rst) and the stream
 /// (Documentation/migration-stream.rst), with default module parameters.
 pub mod mig {
-    use vfio_mig::State;
+    use vfio_mig::DeviceState;
 
     /// Region size: 4 KiB of registers, the data area, the bitmap area.
     pub const SIZE: u64 = 0x11_1000;
@@ -271,9 +277,9 @@ pub mod mig {
 
     /// The transition table of the SPEC: may `from` go to `to`? (Writing
     /// the current state again is also accepted; that is not listed here.)
-    pub fn allowed(from: State, to: State) -> bool {
-        use State::*;
-        let next: &[State] = match from {
+    pub fn allowed(from: DeviceState, to: DeviceState) -> bool {
+        use DeviceState::*;
+        let next: &[DeviceState] = match from {
             None => &[Running, Resume],
             Running => &[Setup, Resume],
             Setup => &[PreCopy, StopNCopy, Failed, Cancelled],
@@ -289,19 +295,23 @@ pub mod mig {
 
     /// States in which the device is quiesced: BAR writes fail with EBUSY
     /// and STATUS.QUIESCED is set.
-    pub const QUIESCED: [State; 4] = [
-        State::StopNCopy,
-        State::SaveCompleted,
-        State::Resume,
-        State::ResumeCompleted,
+    pub const QUIESCED: [DeviceState; 4] = [
+        DeviceState::StopNCopy,
+        DeviceState::SaveCompleted,
+        DeviceState::Resume,
+        DeviceState::ResumeCompleted,
     ];
 
     /// States in which get pending reports something (elsewhere 0) and
     /// the dirty query works.
-    pub const SAVING: [State; 3] = [State::Setup, State::PreCopy, State::StopNCopy];
+    pub const SAVING: [DeviceState; 3] = [
+        DeviceState::Setup,
+        DeviceState::PreCopy,
+        DeviceState::StopNCopy,
+    ];
 
     /// States in which get buffer works.
-    pub const GET_BUFFER: [State; 2] = [State::PreCopy, State::StopNCopy];
+    pub const GET_BUFFER: [DeviceState; 2] = [DeviceState::PreCopy, DeviceState::StopNCopy];
 }
 
 /// The DMA engine, the ring and the background writer (Documentation/

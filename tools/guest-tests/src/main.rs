@@ -10,6 +10,15 @@
 //!
 //! Tests named `mtty_*` check the library's VFIO plumbing against the C
 //! sample mtty and skip when it is not loaded.
+//!
+//! The suite is a deliberately independent oracle: `src/device.rs` writes
+//! down by hand what `Documentation/` promises (regions, registers, config
+//! space, the migration region's layout, stream sizes, the state table)
+//! instead of taking the numbers from `rust/logic/abi.rs`, which the module
+//! and the `vfio-mig` library share. A number wrong there would be wrong on
+//! both sides of a check that used it, and the check would pass; against
+//! the hand-written copy it fails. Keep it that way: do not import
+//! `vfio_mig::abi` here.
 
 mod device;
 mod dmautil;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! BAR0 registers (region 0), BAR2 device memory (region 2), empty regions.
 
-use vfio_mig::{region_offset, Device, OpenPath};
+use crate::device::region_offset;
+use vfio_mig::{Device, OpenPath};
 
 use crate::device::{bar0, region, TypeSpec, BAR0_SIZE, LARGE, NUM_REGIONS, SMALL};
 use crate::util::{expect_errno, pattern, Ctx, Env, Io, TResult};

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! PCI configuration space (region 7).
 
-use vfio_mig::{region_offset, Device, OpenPath};
+use crate::device::region_offset;
+use vfio_mig::{Device, OpenPath};
 
 use crate::device::{cfg, region, TypeSpec, CONFIG_SIZE, LARGE, SMALL};
 use crate::util::{expect_errno, Ctx, Env, Io, TResult};

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use vfio_mig::migration::Field;
-use vfio_mig::{Device, OpenPath, State};
+use vfio_mig::{Device, DeviceState, OpenPath};
 
 use crate::device::dma;
 use crate::device::{mig, region, SMALL};
@@ -25,11 +25,11 @@ const BASE: u64 = 0x4000_0000;
 
 type Pages = BTreeSet<u64>;
 
-fn set_state(dev: &Device, s: State) -> TResult {
+fn set_state(dev: &Device, s: DeviceState) -> TResult {
     dev.set_state(s).map_err(|e| e.to_string())
 }
 
-fn go(dev: &Device, path: &[State]) -> TResult {
+fn go(dev: &Device, path: &[DeviceState]) -> TResult {
     path.iter().try_for_each(|s| set_state(dev, *s))
 }
 
@@ -89,7 +89,7 @@ fn touch(dev: &Device, pages: &[u64]) -> TResult {
 fn logging(env: &Env, path: OpenPath, pages: u64) -> Result<(Fixture, Ram), String> {
     let fx = env.open(&SMALL, path)?;
     let ram = Ram::map(fx.dev(), BASE, pages, 0x5a)?;
-    go(fx.dev(), &[State::Running, State::Setup])?;
+    go(fx.dev(), &[DeviceState::Running, DeviceState::Setup])?;
     Ok((fx, ram))
 }
 
@@ -135,11 +135,11 @@ fn bits(env: &Env, path: OpenPath) -> TResult {
     )?;
     // The log runs on through PRECOPY and STOPNCOPY.
     touch(dev, &[7])?;
-    set_state(dev, State::PreCopy)?;
+    set_state(dev, DeviceState::PreCopy)?;
     touch(dev, &[8])?;
     expect_dirty(dev, 0, 256, &[7, 8], &format!("{p}: SETUP then PRECOPY"))?;
     touch(dev, &[9])?;
-    set_state(dev, State::StopNCopy)?;
+    set_state(dev, DeviceState::StopNCopy)?;
     expect_dirty(dev, 0, 256, &[9], &format!("{p}: in STOPNCOPY"))?;
     // Beyond the mapping: nothing, and no error.
     expect_dirty(dev, 256, 1000, &[], &format!("{p}: past the RAM"))
@@ -160,7 +160,7 @@ pub fn dirty_large(env: &Env) -> TResult {
     let dev = fx.dev();
     let mut ram = Ram::new(PAGES, 0)?;
     ram.map_at(dev, BIG)?;
-    go(dev, &[State::Running, State::Setup])?;
+    go(dev, &[DeviceState::Running, DeviceState::Setup])?;
     let cap = mig::BITMAP_PAGES;
     let pages = [0, 1, cap - 1, cap, cap + 63, cap + 64, PAGES - 2, PAGES - 1];
     for p in pages {
@@ -209,9 +209,9 @@ pub fn dirty_not_reported(env: &Env) -> TResult {
     let dev = fx.dev();
     let _ram = Ram::map(dev, BASE, 64, 0x5a)?;
     // Written while logging is off.
-    set_state(dev, State::Running)?;
+    set_state(dev, DeviceState::Running)?;
     touch(dev, &[3])?;
-    set_state(dev, State::Setup)?;
+    set_state(dev, DeviceState::Setup)?;
     expect_dirty(dev, 0, 64, &[], "written in RUNNING, queried in SETUP")?;
     // Read only.
     run_ok(dev, &Cmd::from_guest(BASE + 10 * PAGE, 0, 4 * PAGE as u32))?;
@@ -239,37 +239,41 @@ pub fn dirty_not_reported(env: &Env) -> TResult {
     expect_dirty(dev, 0, 64, &[], "writable ring after unpin")?;
     // FAILED drops the log, and writes while FAILED are not logged.
     touch(dev, &[40])?;
-    set_state(dev, State::Failed)?;
+    set_state(dev, DeviceState::Failed)?;
     touch(dev, &[41])?;
-    set_state(dev, State::Setup)?;
+    set_state(dev, DeviceState::Setup)?;
     expect_dirty(dev, 0, 64, &[], "after FAILED and SETUP again")?;
     touch(dev, &[42])?;
-    set_state(dev, State::Cancelled)?;
-    set_state(dev, State::Running)?;
+    set_state(dev, DeviceState::Cancelled)?;
+    set_state(dev, DeviceState::Running)?;
     touch(dev, &[43])?;
-    set_state(dev, State::Setup)?;
+    set_state(dev, DeviceState::Setup)?;
     expect_dirty(dev, 0, 64, &[], "after CANCELLED, RUNNING and SETUP again")?;
     // After a completed save and RUNNING.
     touch(dev, &[44])?;
     go(
         dev,
-        &[State::StopNCopy, State::SaveCompleted, State::Running],
+        &[
+            DeviceState::StopNCopy,
+            DeviceState::SaveCompleted,
+            DeviceState::Running,
+        ],
     )?;
     touch(dev, &[45])?;
-    set_state(dev, State::Setup)?;
+    set_state(dev, DeviceState::Setup)?;
     expect_dirty(dev, 0, 64, &[], "after SAVE_COMPLETED, RUNNING and SETUP")?;
     touch(dev, &[46])?;
     expect_dirty(dev, 0, 64, &[46], "still logging")?;
     // A writable ring pinned before logging starts is reported from the
     // first query on, also when logging starts over; reset unpins it.
-    go(dev, &[State::Failed, State::Running])?;
+    go(dev, &[DeviceState::Failed, DeviceState::Running])?;
     pin_ring_ok(dev, BASE + 50 * PAGE, 2, true)?;
-    set_state(dev, State::Setup)?;
+    set_state(dev, DeviceState::Setup)?;
     expect_dirty(dev, 0, 64, &[50, 51], "writable ring pinned in RUNNING")?;
-    go(dev, &[State::Failed, State::Setup])?;
+    go(dev, &[DeviceState::Failed, DeviceState::Setup])?;
     expect_dirty(dev, 0, 64, &[50, 51], "writable ring after FAILED, SETUP")?;
     dev.reset().ctx("VFIO_DEVICE_RESET")?;
-    go(dev, &[State::Running, State::Setup])?;
+    go(dev, &[DeviceState::Running, DeviceState::Setup])?;
     expect_dirty(dev, 0, 64, &[], "after reset (ring unpinned)")
 }
 
@@ -306,10 +310,13 @@ pub fn dirty_bad_queries(env: &Env) -> TResult {
     // Wrong states.
     touch(dev, &[3])?;
     for (path, s) in [
-        (&[State::Failed][..], State::Failed),
-        (&[State::Running][..], State::Running),
-        (&[State::Resume][..], State::Resume),
-        (&[State::Cancelled, State::None][..], State::None),
+        (&[DeviceState::Failed][..], DeviceState::Failed),
+        (&[DeviceState::Running][..], DeviceState::Running),
+        (&[DeviceState::Resume][..], DeviceState::Resume),
+        (
+            &[DeviceState::Cancelled, DeviceState::None][..],
+            DeviceState::None,
+        ),
     ] {
         go(dev, path)?;
         let mut b = [0u8; 8];
@@ -328,7 +335,7 @@ pub fn dirty_staged_chunk(env: &Env) -> TResult {
     dev.write_region(crate::device::region::BAR2, 0, &[0x77; 8192])
         .ctx("BAR2")?;
     dev.set_threshold(4096).ctx("threshold")?;
-    set_state(dev, State::PreCopy)?;
+    set_state(dev, DeviceState::PreCopy)?;
     let mut chunk = Vec::new();
     let n = dev.get_buffer(&mut chunk).ctx("get buffer")?;
     ensure!(n > 0, "get buffer in PRECOPY returned nothing");
@@ -407,7 +414,7 @@ pub fn dirty_stale_bitmap(env: &Env) -> TResult {
     let mut ram = Ram::new(PAGES, 0)?;
     ram.map_at(fx.dev(), BASE)?;
     let dev = fx.dev();
-    go(dev, &[State::Running, State::Setup])?;
+    go(dev, &[DeviceState::Running, DeviceState::Setup])?;
     touch(dev, &[5, 5000])?;
     expect_dirty(dev, 0, PAGES, &[5, 5000], "first query")?;
     // A query of nothing, then a clean range: no stale bits.
@@ -433,14 +440,14 @@ pub fn dirty_stale_bitmap(env: &Env) -> TResult {
     touch(dev, &[100])?;
     expect_dirty(dev, 0, PAGES, &[100], "page 100")?;
     touch(dev, &[101])?;
-    go(dev, &[State::Failed, State::Setup])?;
+    go(dev, &[DeviceState::Failed, DeviceState::Setup])?;
     expect_dirty(dev, 0, PAGES, &[], "after FAILED and SETUP")?;
     expect_area_clear_after(dev, PAGES, "after FAILED and SETUP")?;
     touch(dev, &[200])?;
     expect_dirty(dev, 0, PAGES, &[200], "page 200")?;
     touch(dev, &[201])?;
     dev.reset().ctx("VFIO_DEVICE_RESET")?;
-    go(dev, &[State::Running, State::Setup])?;
+    go(dev, &[DeviceState::Running, DeviceState::Setup])?;
     expect_dirty(dev, 0, PAGES, &[], "after reset and SETUP")?;
     expect_area_clear_after(dev, PAGES, "after reset and SETUP")?;
     // And after close: a new open, a new mapping.
@@ -450,7 +457,7 @@ pub fn dirty_stale_bitmap(env: &Env) -> TResult {
     fx.reopen(OpenPath::Legacy)?;
     let dev = fx.dev();
     ram.map_at(dev, BASE)?;
-    go(dev, &[State::Running, State::Setup])?;
+    go(dev, &[DeviceState::Running, DeviceState::Setup])?;
     expect_dirty(dev, 0, PAGES, &[], "after close and SETUP")?;
     expect_area_clear_after(dev, PAGES, "after close and SETUP")
 }
@@ -469,7 +476,7 @@ pub fn dirty_concurrent(env: &Env) -> TResult {
     let (fx, _ram) = logging(env, OpenPath::Legacy, PAGES)?;
     let dev = fx.dev();
     dev.set_threshold(4096).ctx("threshold")?;
-    set_state(dev, State::PreCopy)?;
+    set_state(dev, DeviceState::PreCopy)?;
     start_writer(dev, BASE + WRITER * PAGE, 8, 500)?;
     let done = AtomicBool::new(false);
     let written = Mutex::new(Pages::new());

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use vfio_mig::migration::SaveOptions;
-use vfio_mig::{Device, EventFd, OpenPath, State};
+use vfio_mig::{Device, DeviceState, EventFd, OpenPath};
 
 use crate::device::{bar0, dma, irq, mig, region, SMALL};
 use crate::dmautil::{
@@ -103,11 +103,11 @@ fn expect_writer_runs(dev: &Device, n: u32, what: &str) -> Result<u32, String> {
     wait_writes(dev, w + n, what)
 }
 
-fn set_state(dev: &Device, s: State) -> TResult {
+fn set_state(dev: &Device, s: DeviceState) -> TResult {
     dev.set_state(s).map_err(|e| e.to_string())
 }
 
-fn go(dev: &Device, path: &[State]) -> TResult {
+fn go(dev: &Device, path: &[DeviceState]) -> TResult {
     path.iter().try_for_each(|s| set_state(dev, *s))
 }
 
@@ -504,10 +504,17 @@ pub fn dma_quiesce(env: &Env) -> TResult {
     let fx = env.open(&SMALL, OpenPath::Legacy)?;
     let dev = fx.dev();
     let ram = Ram::map(dev, BASE, 256, SENTINEL)?;
-    go(dev, &[State::Running, State::Setup, State::PreCopy])?;
+    go(
+        dev,
+        &[
+            DeviceState::Running,
+            DeviceState::Setup,
+            DeviceState::PreCopy,
+        ],
+    )?;
     let c = Cmd::fill(BASE, 256 * PAGE as u32, 0x5151_a2a2);
     queue(dev, &c)?;
-    set_state(dev, State::StopNCopy)?;
+    set_state(dev, DeviceState::StopNCopy)?;
     let st = rd(dev, dma::STATUS)?;
     ensure!(
         st == dma::QUEUED || st == dma::DONE,
@@ -522,7 +529,7 @@ pub fn dma_quiesce(env: &Env) -> TResult {
         EBUSY,
         "write of DMA_CMD while quiesced",
     )?;
-    set_state(dev, State::Failed)?;
+    set_state(dev, DeviceState::Failed)?;
     let r = wait(dev, "the command after MIGRATION_FAILED")?;
     expect_outcome(r, None, "the command after MIGRATION_FAILED")?;
     same(
@@ -795,35 +802,35 @@ pub fn writer_quiesce(env: &Env) -> TResult {
     for (stop, restart) in [
         (
             &[
-                State::Running,
-                State::Setup,
-                State::PreCopy,
-                State::StopNCopy,
+                DeviceState::Running,
+                DeviceState::Setup,
+                DeviceState::PreCopy,
+                DeviceState::StopNCopy,
             ][..],
-            &[State::Failed, State::Running][..],
+            &[DeviceState::Failed, DeviceState::Running][..],
         ),
         (
-            &[State::Setup, State::StopNCopy][..],
-            &[State::Cancelled, State::Running][..],
+            &[DeviceState::Setup, DeviceState::StopNCopy][..],
+            &[DeviceState::Cancelled, DeviceState::Running][..],
         ),
         (
             &[
-                State::Setup,
-                State::PreCopy,
-                State::StopNCopy,
-                State::SaveCompleted,
+                DeviceState::Setup,
+                DeviceState::PreCopy,
+                DeviceState::StopNCopy,
+                DeviceState::SaveCompleted,
             ][..],
-            &[State::Running][..],
+            &[DeviceState::Running][..],
         ),
     ] {
         for s in stop {
             set_state(dev, *s)?;
-            if *s == State::StopNCopy {
+            if *s == DeviceState::StopNCopy {
                 if *s != stop[stop.len() - 1] {
                     expect_writer_still(dev, &ram, "MIGRATION_STOPNCOPY")?;
                 }
                 while dev.get_buffer(&mut buf).map_err(|e| e.to_string())? > 0 {}
-            } else if *s != State::SaveCompleted {
+            } else if *s != DeviceState::SaveCompleted {
                 expect_writer_runs(dev, 2, &format!("{s}"))?;
             }
         }
@@ -1055,7 +1062,14 @@ fn busy(dev: &Device, base: u64, b0: u64) -> TResult {
     pin_ring_ok(dev, base + 8 * PAGE, 8, true)?;
     wr(dev, dma::CTRL, dma::CTRL_PAUSE)?;
     queue(dev, &Cmd::fill(base + 20 * PAGE, PAGE as u32, 0x2020_2020))?;
-    go(dev, &[State::Running, State::Setup, State::PreCopy])?;
+    go(
+        dev,
+        &[
+            DeviceState::Running,
+            DeviceState::Setup,
+            DeviceState::PreCopy,
+        ],
+    )?;
     expect_writer_runs(dev, 2, "PRECOPY")?;
     expect_pinned_total(b0 + 8, "busy in PRECOPY")
 }
@@ -1100,12 +1114,12 @@ pub fn unmap_precopy(env: &Env) -> TResult {
         d.words
     );
     while dev.get_buffer(&mut buf).ctx("get buffer")? > 0 {}
-    set_state(dev, State::StopNCopy)?;
+    set_state(dev, DeviceState::StopNCopy)?;
     dev.dirty_bitmap(BASE, 32).ctx("dirty query in STOPNCOPY")?;
     while dev.get_buffer(&mut buf).ctx("get buffer")? > 0 {}
     let left = dev.pending().ctx("pending")?.total();
     ensure_eq!(left, 0, "pending at the end of the stream");
-    set_state(dev, State::SaveCompleted)?;
+    set_state(dev, DeviceState::SaveCompleted)?;
     expect_pinned_total(b0, "at the end")
 }
 
@@ -1126,7 +1140,7 @@ pub fn lifecycle_close(env: &Env) -> TResult {
         check_dma_power_on(dev, &format!("{p}: reopened"))?;
         let st = dev.device_state().ctx("state")?;
         ensure!(
-            st == State::None,
+            st == DeviceState::None,
             "{p}: reopened: device_state {st}, want NONE"
         );
     }
@@ -1146,7 +1160,10 @@ pub fn lifecycle_reset(env: &Env) -> TResult {
         expect_pinned_total(b0, &what)?;
         check_dma_power_on(dev, &what)?;
         let st = dev.device_state().ctx("state")?;
-        ensure!(st == State::None, "{what}: device_state {st}, want NONE");
+        ensure!(
+            st == DeviceState::None,
+            "{what}: device_state {st}, want NONE"
+        );
         expect_ram_still(&ram, &format!("{what} (writer stopped, command dropped)"))?;
         expect_reg(dev, dma::BG_WRITES, 0, &format!("{what}, a while later"))?;
         // The device works on.
@@ -1253,7 +1270,7 @@ pub fn dma_migrate(env: &Env) -> TResult {
         .collect::<Result<_, _>>()?;
     let ram_a_saved = ram_a.snapshot()?;
     // Restore; nothing touches the destination's RAM before it runs.
-    set_state(dst, State::Resume)?;
+    set_state(dst, DeviceState::Resume)?;
     for ch in stream.chunks(64 << 10) {
         dst.set_buffer(ch, mig::DATA_OFF).ctx("set buffer")?;
     }
@@ -1262,7 +1279,7 @@ pub fn dma_migrate(env: &Env) -> TResult {
         b0 + src_pinned,
         "destination in RESUME: nothing pinned for it",
     )?;
-    set_state(dst, State::ResumeCompleted)?;
+    set_state(dst, DeviceState::ResumeCompleted)?;
     expect_reg(
         dst,
         dma::PINNED_PAGES,
@@ -1281,7 +1298,7 @@ pub fn dma_migrate(env: &Env) -> TResult {
         ram_c.snapshot()?.iter().all(|&x| x == SENTINEL),
         "destination RAM written before the destination ran"
     );
-    set_state(dst, State::Running)?;
+    set_state(dst, DeviceState::Running)?;
     // The settings arrived.
     for (i, (off, name)) in dma::REGS.iter().enumerate() {
         if matches!(
@@ -1438,7 +1455,7 @@ pub fn dma_cross_4g(env: &Env) -> TResult {
     let dev = fx.dev();
     let ram = Ram::map(dev, START, 512, SENTINEL)?;
     let mem = fill_bar2(dev, 0x36)?;
-    go(dev, &[State::Running, State::Setup])?;
+    go(dev, &[DeviceState::Running, DeviceState::Setup])?;
     let mut want = ram.snapshot()?;
     let at = |iova: u64| (iova - START) as usize;
     let c = Cmd::fill(0xffff_f800, 0x1000, 0x4444_3333);

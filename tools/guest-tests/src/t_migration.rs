@@ -11,9 +11,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::device::region_offset;
 use vfio_mig::migration::{state_name, Field, SaveOptions};
 use vfio_mig::stream::{self, Layout};
-use vfio_mig::{errno_name, region_offset, Device, OpenPath, Pending, State};
+use vfio_mig::{errno_name, Device, DeviceState, OpenPath, Pending};
 
 use crate::device::{
     bar0, cfg, mig, region, TypeSpec, LARGE, MIGRATION_FLAGS, MIGRATION_TYPE, SMALL,
@@ -44,7 +45,7 @@ fn open(env: &Env, spec: &'static TypeSpec, path: OpenPath) -> Result<Fixture, S
     Ok(fx)
 }
 
-fn expect_state(dev: &Device, want: State, what: &str) -> TResult {
+fn expect_state(dev: &Device, want: DeviceState, what: &str) -> TResult {
     let got = dev
         .device_state_raw()
         .ctx(&format!("{what}: read device_state"))?;
@@ -56,7 +57,7 @@ fn expect_state(dev: &Device, want: State, what: &str) -> TResult {
     Ok(())
 }
 
-fn go(dev: &Device, path: &[State]) -> TResult {
+fn go(dev: &Device, path: &[DeviceState]) -> TResult {
     for s in path {
         dev.set_state(*s).map_err(|e| e.to_string())?;
     }
@@ -65,8 +66,8 @@ fn go(dev: &Device, path: &[State]) -> TResult {
 
 /// Reaches `s` from NONE by a valid path. RESUME and RESUME_COMPLETED get
 /// all of `stream` (a complete stream for this device's type).
-fn reach(dev: &Device, s: State, stream: &[u8]) -> TResult {
-    use State::*;
+fn reach(dev: &Device, s: DeviceState, stream: &[u8]) -> TResult {
+    use DeviceState::*;
     match s {
         None => {}
         Running => go(dev, &[Running])?,
@@ -121,10 +122,11 @@ fn feed_at(
 /// RESUME, the whole stream in `chunk`-byte pieces, RESUME_COMPLETED,
 /// RUNNING.
 fn restore(dev: &Device, stream: &[u8], chunk: usize) -> TResult {
-    dev.set_state(State::Resume).map_err(|e| e.to_string())?;
+    dev.set_state(DeviceState::Resume)
+        .map_err(|e| e.to_string())?;
     feed(dev, stream, &mut |_| chunk)
         .map_err(|(p, e)| format!("set buffer at stream byte {p}: {e}"))?;
-    go(dev, &[State::ResumeCompleted, State::Running])
+    go(dev, &[DeviceState::ResumeCompleted, DeviceState::Running])
 }
 
 /// Reads chunks until get buffer returns 0; appends them to `out`.
@@ -404,7 +406,7 @@ pub fn migration_region_discovery(env: &Env) -> TResult {
         );
         // A fresh device is in NONE, reports nothing pending, and is not
         // quiesced.
-        expect_state(dev, State::None, &format!("{what}: fresh device"))?;
+        expect_state(dev, DeviceState::None, &format!("{what}: fresh device"))?;
         ensure_eq!(pending(dev)?, Pending::default(), "{what}: pending in NONE");
         check_quiesced(dev, false, &format!("{what}: fresh device"))?;
     }
@@ -422,12 +424,12 @@ fn plain_fields(dev: &Device) -> Result<Vec<(Field, u64)>, String> {
 
 pub fn migration_field_access(env: &Env) -> TResult {
     let mut fx = open(env, &SMALL, OpenPath::Legacy)?;
-    for phase in [State::Running, State::PreCopy] {
+    for phase in [DeviceState::Running, DeviceState::PreCopy] {
         fx.reopen(OpenPath::Legacy)?;
         let dev = fx.dev();
         reach(dev, phase, &[])?;
         // Whole-field writes of the RW inputs take and read back.
-        let inputs: &[(Field, u64)] = if phase == State::PreCopy {
+        let inputs: &[(Field, u64)] = if phase == DeviceState::PreCopy {
             &[
                 (Field::ThresholdSize, 0x3000),
                 (Field::DataOffset, 0x2000),
@@ -526,8 +528,8 @@ fn unchanged(dev: &Device, before: &[(Field, u64)], what: &str) -> TResult {
 pub fn migration_transitions(env: &Env) -> TResult {
     let (stream, _) = saved(env, &SMALL, 0x21)?;
     let mut fx = open(env, &SMALL, OpenPath::Legacy)?;
-    for from in State::ALL {
-        for to in State::ALL {
+    for from in DeviceState::ALL {
+        for to in DeviceState::ALL {
             fx.reopen(OpenPath::Legacy)?;
             let dev = fx.dev();
             reach(dev, from, &stream)?;
@@ -551,8 +553,8 @@ pub fn migration_transitions(env: &Env) -> TResult {
             if from == to {
                 // Writing the current state again changes nothing.
                 ensure_eq!(pending(dev)?, p0, "{what}: pending after the no-op write");
-                if from == State::Resume {
-                    dev.set_state(State::ResumeCompleted).map_err(|e| {
+                if from == DeviceState::Resume {
+                    dev.set_state(DeviceState::ResumeCompleted).map_err(|e| {
                         format!("{what}: the stream was lost by the no-op write: {e}")
                     })?;
                 }
@@ -575,16 +577,16 @@ pub fn migration_transitions(env: &Env) -> TResult {
     for (len, what) in [(0, "no stream"), (stream.len() / 2, "half a stream")] {
         fx.reopen(OpenPath::Legacy)?;
         let dev = fx.dev();
-        go(dev, &[State::Resume])?;
+        go(dev, &[DeviceState::Resume])?;
         feed(dev, &stream[..len], &mut |_| 4096).map_err(|(p, e)| format!("{p}: {e}"))?;
         expect_errno(
-            dev.set_state(State::ResumeCompleted),
+            dev.set_state(DeviceState::ResumeCompleted),
             EINVAL,
             &format!("RESUME_COMPLETED with {what}"),
         )?;
         expect_state(
             dev,
-            State::Resume,
+            DeviceState::Resume,
             &format!("after RESUME_COMPLETED with {what}"),
         )?;
     }
@@ -597,7 +599,7 @@ pub fn migration_transitions(env: &Env) -> TResult {
 pub fn migration_actions_by_state(env: &Env) -> TResult {
     let (stream, _) = saved(env, &SMALL, 0x22)?;
     let mut fx = open(env, &SMALL, OpenPath::Legacy)?;
-    for st in State::ALL {
+    for st in DeviceState::ALL {
         fx.reopen(OpenPath::Legacy)?;
         let dev = fx.dev();
         reach(dev, st, &stream)?;
@@ -616,7 +618,7 @@ pub fn migration_actions_by_state(env: &Env) -> TResult {
             expect_errno(r, EINVAL, &format!("{st}: get buffer"))?;
         }
         let r = dev.set_buffer(&[], mig::DATA_OFF);
-        if st == State::Resume {
+        if st == DeviceState::Resume {
             r.map_err(|e| format!("{st}: set buffer of 0 bytes: {e}"))?;
         } else {
             expect_errno(r, EINVAL, &format!("{st}: set buffer"))?;
@@ -641,7 +643,7 @@ pub fn migration_roundtrip_chunks(env: &Env) -> TResult {
     fill(dev_a, &SMALL, 0x33)?;
     let want = snap(dev_a, &SMALL)?;
     let mut chunks = Vec::new();
-    let mut on_chunk = |st: State, n: usize| {
+    let mut on_chunk = |st: DeviceState, n: usize| {
         chunks.push((st, n));
         Ok(())
     };
@@ -672,7 +674,7 @@ pub fn migration_roundtrip_chunks(env: &Env) -> TResult {
         "page records"
     );
     // The source is stopped but unchanged.
-    expect_state(dev_a, State::SaveCompleted, "source after save")?;
+    expect_state(dev_a, DeviceState::SaveCompleted, "source after save")?;
     check_quiesced(dev_a, true, "source in SAVE_COMPLETED")?;
     same(&snap(dev_a, &SMALL)?, &want, false, "source after save")?;
 
@@ -680,7 +682,7 @@ pub fn migration_roundtrip_chunks(env: &Env) -> TResult {
     let dev_b = b.dev();
     // Set buffer refuses spans outside the data area and changes nothing:
     // the good stream still restores after them.
-    go(dev_b, &[State::Resume])?;
+    go(dev_b, &[DeviceState::Resume])?;
     for (off, size) in [
         (0u64, 4u64),
         (mig::INFO_SIZE, 8),
@@ -699,7 +701,7 @@ pub fn migration_roundtrip_chunks(env: &Env) -> TResult {
         .ctx("set buffer of 0 bytes")?;
     feed(dev_b, &s, &mut |_| 64 << 10)
         .map_err(|(p, e)| format!("good stream after refused spans: at {p}: {e}"))?;
-    go(dev_b, &[State::ResumeCompleted, State::Running])
+    go(dev_b, &[DeviceState::ResumeCompleted, DeviceState::Running])
         .map_err(|e| format!("good stream after refused spans: {e}"))?;
     same(
         &snap(dev_b, &SMALL)?,
@@ -757,12 +759,12 @@ pub fn migration_roundtrip_chunks(env: &Env) -> TResult {
     ];
     for (what, mut chunk, mut at) in variants {
         dev_b.reset().ctx("reset B")?;
-        expect_state(dev_b, State::None, &format!("{what}: B after reset"))?;
-        go(dev_b, &[State::Resume])?;
+        expect_state(dev_b, DeviceState::None, &format!("{what}: B after reset"))?;
+        go(dev_b, &[DeviceState::Resume])?;
         check_quiesced(dev_b, true, &format!("{what}: B in RESUME"))?;
         feed_at(dev_b, &s, &mut *chunk, &mut *at)
             .map_err(|(p, e)| format!("{what}: set buffer at stream byte {p}: {e}"))?;
-        go(dev_b, &[State::ResumeCompleted]).map_err(|e| format!("{what}: {e}"))?;
+        go(dev_b, &[DeviceState::ResumeCompleted]).map_err(|e| format!("{what}: {e}"))?;
         check_quiesced(dev_b, true, &format!("{what}: B in RESUME_COMPLETED"))?;
         same(
             &snap(dev_b, &SMALL)?,
@@ -770,7 +772,7 @@ pub fn migration_roundtrip_chunks(env: &Env) -> TResult {
             false,
             &format!("{what}: B in RESUME_COMPLETED"),
         )?;
-        go(dev_b, &[State::Running]).map_err(|e| format!("{what}: {e}"))?;
+        go(dev_b, &[DeviceState::Running]).map_err(|e| format!("{what}: {e}"))?;
         same(
             &snap(dev_b, &SMALL)?,
             &want,
@@ -801,7 +803,7 @@ fn bad_span(dev: &Device, off: u64, size: u64) -> TResult {
         EINVAL,
         &format!("{what}: data.size write"),
     )?;
-    expect_state(dev, State::Resume, &what)
+    expect_state(dev, DeviceState::Resume, &what)
 }
 
 /// Get buffer under a changing threshold: every chunk is exactly
@@ -811,7 +813,7 @@ pub fn migration_roundtrip_threshold(env: &Env) -> TResult {
     let dev = a.dev();
     fill(dev, &SMALL, 0x44)?;
     let want = snap(dev, &SMALL)?;
-    go(dev, &[State::Running, State::Setup])?;
+    go(dev, &[DeviceState::Running, DeviceState::Setup])?;
     let (pre, compat, post) = mig::pending_at_setup(SMALL.mem_size);
     ensure_eq!(
         pending(dev)?,
@@ -827,7 +829,7 @@ pub fn migration_roundtrip_threshold(env: &Env) -> TResult {
         EINVAL,
         "get buffer in SETUP",
     )?;
-    go(dev, &[State::PreCopy])?;
+    go(dev, &[DeviceState::PreCopy])?;
     let mut s = Vec::new();
     let mut buf = Vec::new();
     // (threshold, chunks to read with it; 0 = until get buffer returns 0)
@@ -867,7 +869,7 @@ pub fn migration_roundtrip_threshold(env: &Env) -> TResult {
         },
         "pending once pre-copy has sent everything"
     );
-    go(dev, &[State::StopNCopy])?;
+    go(dev, &[DeviceState::StopNCopy])?;
     dev.set_threshold(10_000).ctx("set threshold")?;
     loop {
         let p0 = pending(dev)?;
@@ -893,7 +895,7 @@ pub fn migration_roundtrip_threshold(env: &Env) -> TResult {
         0,
         "get buffer after the end"
     );
-    go(dev, &[State::SaveCompleted])?;
+    go(dev, &[DeviceState::SaveCompleted])?;
     ensure_eq!(
         pending(dev)?,
         Pending::default(),
@@ -921,7 +923,7 @@ pub fn migration_roundtrip_large(env: &Env) -> TResult {
     fill(a.dev(), &LARGE, 0x55)?;
     let want = snap(a.dev(), &LARGE)?;
     let mut sizes = Vec::new();
-    let mut on_chunk = |_: State, n: usize| {
+    let mut on_chunk = |_: DeviceState, n: usize| {
         sizes.push(n as u64);
         Ok(())
     };
@@ -953,7 +955,7 @@ pub fn migration_roundtrip_large(env: &Env) -> TResult {
         .restore_from(&mut &s[..], mig::DATA_LEN as usize)
         .ctx("restore_from")?;
     ensure_eq!(rep.bytes, s.len() as u64, "restored bytes");
-    expect_state(b.dev(), State::Running, "B after restore_from")?;
+    expect_state(b.dev(), DeviceState::Running, "B after restore_from")?;
     same(&snap(b.dev(), &LARGE)?, &want, true, "B")
 }
 
@@ -972,7 +974,14 @@ pub fn migration_precopy_dirty(env: &Env) -> TResult {
     fill(dev, &SMALL, 0x66)?;
     let (_, _, post) = mig::pending_at_setup(SMALL.mem_size);
     let rec = mig::PAGE_RECORD_LEN as u64;
-    go(dev, &[State::Running, State::Setup, State::PreCopy])?;
+    go(
+        dev,
+        &[
+            DeviceState::Running,
+            DeviceState::Setup,
+            DeviceState::PreCopy,
+        ],
+    )?;
     dev.set_threshold(8192).ctx("threshold")?;
     let mut s = Vec::new();
     drain(dev, &mut s)?;
@@ -1018,7 +1027,7 @@ pub fn migration_precopy_dirty(env: &Env) -> TResult {
     }
     // One more page between the last pass and the stop.
     touch(dev, &[12], 0xcc)?;
-    go(dev, &[State::StopNCopy])?;
+    go(dev, &[DeviceState::StopNCopy])?;
     ensure_eq!(
         pending(dev)?,
         Pending {
@@ -1031,7 +1040,7 @@ pub fn migration_precopy_dirty(env: &Env) -> TResult {
     expect_errno(dev.write8(B2, 0, 1), EBUSY, "BAR2 write in STOPNCOPY")?;
     drain(dev, &mut s)?;
     ensure_eq!(pending(dev)?.total(), 0, "pending at the end");
-    go(dev, &[State::SaveCompleted])?;
+    go(dev, &[DeviceState::SaveCompleted])?;
     let at_stop = snap(dev, &SMALL)?;
     let l = layout(&s, &SMALL)?;
     ensure_eq!(
@@ -1108,7 +1117,7 @@ fn expect_rejected(
 ) -> TResult {
     dev.reset().ctx("reset")?;
     fill(dev, spec, 0x77)?;
-    go(dev, &[State::Running, State::Resume])?;
+    go(dev, &[DeviceState::Running, DeviceState::Resume])?;
     match feed(dev, bad, &mut |_| 4096) {
         Ok(()) => {}
         Err((pos, e)) => {
@@ -1126,16 +1135,16 @@ fn expect_rejected(
         }
     }
     expect_errno(
-        dev.set_state(State::ResumeCompleted),
+        dev.set_state(DeviceState::ResumeCompleted),
         EINVAL,
         &format!("{what}: RESUME_COMPLETED"),
     )?;
     expect_state(
         dev,
-        State::Resume,
+        DeviceState::Resume,
         &format!("{what}: after the refused RESUME_COMPLETED"),
     )?;
-    go(dev, &[State::Failed])?;
+    go(dev, &[DeviceState::Failed])?;
     check_power_on_all(dev, spec, &format!("{what}: in FAILED"))?;
     check_writable(dev, &format!("{what}: in FAILED"))?;
     if let Some(want) = want {
@@ -1242,12 +1251,12 @@ pub fn migration_failed_cancelled(env: &Env) -> TResult {
     let mut buf = Vec::new();
     // Saving side: the device runs again as it was.
     for from in [
-        State::Setup,
-        State::PreCopy,
-        State::StopNCopy,
-        State::SaveCompleted,
+        DeviceState::Setup,
+        DeviceState::PreCopy,
+        DeviceState::StopNCopy,
+        DeviceState::SaveCompleted,
     ] {
-        for to in [State::Failed, State::Cancelled] {
+        for to in [DeviceState::Failed, DeviceState::Cancelled] {
             let what = format!("{from} -> {to}");
             a.reopen(OpenPath::Legacy)?;
             let dev = a.dev();
@@ -1255,7 +1264,7 @@ pub fn migration_failed_cancelled(env: &Env) -> TResult {
             let before = snap(dev, &SMALL)?;
             dev.set_threshold(4096).ctx("threshold")?;
             reach(dev, from, &[])?;
-            if matches!(from, State::PreCopy | State::StopNCopy) {
+            if matches!(from, DeviceState::PreCopy | DeviceState::StopNCopy) {
                 dev.get_buffer(&mut buf)
                     .map_err(|e| format!("{what}: {e}"))?;
             }
@@ -1295,27 +1304,27 @@ pub fn migration_failed_cancelled(env: &Env) -> TResult {
     }
     // Resuming side: the partial or restored state is thrown away.
     let (s, want) = saved(env, &SMALL, 0x13)?;
-    let cases: [(usize, bool, State); 5] = [
-        (0, false, State::Failed),
-        (0, false, State::Cancelled),
-        (s.len() / 2, false, State::Failed),
-        (s.len() / 2, false, State::Cancelled),
-        (s.len(), true, State::Failed),
+    let cases: [(usize, bool, DeviceState); 5] = [
+        (0, false, DeviceState::Failed),
+        (0, false, DeviceState::Cancelled),
+        (s.len() / 2, false, DeviceState::Failed),
+        (s.len() / 2, false, DeviceState::Cancelled),
+        (s.len(), true, DeviceState::Failed),
     ];
     for (fed, completed, to) in cases {
         let from = if completed {
-            State::ResumeCompleted
+            DeviceState::ResumeCompleted
         } else {
-            State::Resume
+            DeviceState::Resume
         };
         let what = format!("{from} ({fed} bytes fed) -> {to}");
         let dev = b.dev();
         dev.reset().ctx("reset B")?;
         fill(dev, &SMALL, 0x99)?;
-        go(dev, &[State::Running, State::Resume])?;
+        go(dev, &[DeviceState::Running, DeviceState::Resume])?;
         feed(dev, &s[..fed], &mut |_| 4096).map_err(|(p, e)| format!("{what}: {p}: {e}"))?;
         if completed {
-            go(dev, &[State::ResumeCompleted])?;
+            go(dev, &[DeviceState::ResumeCompleted])?;
             same(
                 &snap(dev, &SMALL)?,
                 &want,
@@ -1341,7 +1350,7 @@ pub fn migration_failed_cancelled(env: &Env) -> TResult {
 pub fn migration_quiesced(env: &Env) -> TResult {
     let (s, _) = saved(env, &SMALL, 0x14)?;
     let mut fx = open(env, &SMALL, OpenPath::Legacy)?;
-    for st in State::ALL {
+    for st in DeviceState::ALL {
         fx.reopen(OpenPath::Legacy)?;
         let dev = fx.dev();
         fill(dev, &SMALL, 0x15)?;
@@ -1401,10 +1410,10 @@ pub fn migration_reset_close(env: &Env) -> TResult {
     let mut buf = Vec::new();
     // In the middle of a save.
     for (mid, by_close) in [
-        (State::PreCopy, false),
-        (State::StopNCopy, false),
-        (State::PreCopy, true),
-        (State::StopNCopy, true),
+        (DeviceState::PreCopy, false),
+        (DeviceState::StopNCopy, false),
+        (DeviceState::PreCopy, true),
+        (DeviceState::StopNCopy, true),
     ] {
         let how = if by_close {
             "close"
@@ -1424,7 +1433,7 @@ pub fn migration_reset_close(env: &Env) -> TResult {
             a.dev().reset().ctx(&what)?;
         }
         let dev = a.dev();
-        expect_state(dev, State::None, &what)?;
+        expect_state(dev, DeviceState::None, &what)?;
         check_power_on_all(dev, &SMALL, &what)?;
         ensure_eq!(pending(dev)?, Pending::default(), "{what}: pending");
         expect_errno(
@@ -1454,10 +1463,10 @@ pub fn migration_reset_close(env: &Env) -> TResult {
             "VFIO_DEVICE_RESET"
         };
         let what = format!("{how} after {fed} stream bytes (completed: {completed})");
-        go(a.dev(), &[State::Resume])?;
+        go(a.dev(), &[DeviceState::Resume])?;
         feed(a.dev(), &s[..fed], &mut |_| 4096).map_err(|(p, e)| format!("{what}: {p}: {e}"))?;
         if completed {
-            go(a.dev(), &[State::ResumeCompleted])?;
+            go(a.dev(), &[DeviceState::ResumeCompleted])?;
         }
         if by_close {
             a.reopen(OpenPath::Legacy)?;
@@ -1465,7 +1474,7 @@ pub fn migration_reset_close(env: &Env) -> TResult {
             a.dev().reset().ctx(&what)?;
         }
         let dev = a.dev();
-        expect_state(dev, State::None, &what)?;
+        expect_state(dev, DeviceState::None, &what)?;
         check_power_on_all(dev, &SMALL, &what)?;
         expect_errno(
             dev.set_buffer(&s[..16], mig::DATA_OFF),
@@ -1494,7 +1503,14 @@ pub fn migration_concurrent(env: &Env) -> TResult {
     let dev = a.dev();
     fill(dev, &SMALL, 0x19)?;
     dev.set_threshold(4096).ctx("threshold")?;
-    go(dev, &[State::Running, State::Setup, State::PreCopy])?;
+    go(
+        dev,
+        &[
+            DeviceState::Running,
+            DeviceState::Setup,
+            DeviceState::PreCopy,
+        ],
+    )?;
     let done = AtomicBool::new(false);
     let (saver, writer) = std::thread::scope(|sc| {
         let saver = sc.spawn(|| -> Result<(Vec<u8>, u32), String> {
@@ -1528,7 +1544,7 @@ pub fn migration_concurrent(env: &Env) -> TResult {
                         .map_err(|e| format!("writer {i}: SCRATCH: {e}"))?;
                     let st = dev.device_state_raw().map_err(|e| e.to_string())?;
                     ensure!(
-                        st == State::PreCopy.raw(),
+                        st == DeviceState::PreCopy.raw(),
                         "writer {i}: device_state {}",
                         state_name(st)
                     );
@@ -1560,10 +1576,10 @@ pub fn migration_concurrent(env: &Env) -> TResult {
     });
     writer?;
     let (mut s, _) = saver?;
-    go(dev, &[State::StopNCopy])?;
+    go(dev, &[DeviceState::StopNCopy])?;
     drain(dev, &mut s)?;
     ensure_eq!(pending(dev)?.total(), 0, "pending at the end");
-    go(dev, &[State::SaveCompleted])?;
+    go(dev, &[DeviceState::SaveCompleted])?;
     let at_stop = snap(dev, &SMALL)?;
     layout(&s, &SMALL)?;
     restore(b.dev(), &s, 4096)?;
@@ -1582,7 +1598,7 @@ pub fn migration_dirty_query(env: &Env) -> TResult {
     let (s, _) = saved(env, &SMALL, 0x1a)?;
     let mut fx = open(env, &SMALL, OpenPath::Legacy)?;
     // Outside SETUP, PRECOPY, STOPNCOPY the query fails.
-    for st in State::ALL.iter().filter(|s| !mig::SAVING.contains(s)) {
+    for st in DeviceState::ALL.iter().filter(|s| !mig::SAVING.contains(s)) {
         fx.reopen(OpenPath::Legacy)?;
         reach(fx.dev(), *st, &s)?;
         let mut b = [0u8; 8];
@@ -1653,13 +1669,20 @@ pub fn migration_dirty_query(env: &Env) -> TResult {
     let dev = fx.dev();
     fill(dev, &SMALL, 0x1b)?;
     dev.set_threshold(8192).ctx("threshold")?;
-    go(dev, &[State::Running, State::Setup, State::PreCopy])?;
+    go(
+        dev,
+        &[
+            DeviceState::Running,
+            DeviceState::Setup,
+            DeviceState::PreCopy,
+        ],
+    )?;
     let mut out = Vec::new();
     let mut buf = Vec::new();
     let mut again = Vec::new();
-    for phase in [State::PreCopy, State::StopNCopy] {
-        if phase == State::StopNCopy {
-            go(dev, &[State::StopNCopy])?;
+    for phase in [DeviceState::PreCopy, DeviceState::StopNCopy] {
+        if phase == DeviceState::StopNCopy {
+            go(dev, &[DeviceState::StopNCopy])?;
         }
         loop {
             let n = dev.get_buffer(&mut buf).map_err(|e| e.to_string())?;
@@ -1679,7 +1702,7 @@ pub fn migration_dirty_query(env: &Env) -> TResult {
             out.extend_from_slice(&buf);
         }
     }
-    go(dev, &[State::SaveCompleted])?;
+    go(dev, &[DeviceState::SaveCompleted])?;
     let want = snap(dev, &SMALL)?;
     let b = open(env, &SMALL, OpenPath::Legacy)?;
     restore(b.dev(), &out, 4096)?;
@@ -1803,7 +1826,7 @@ fn cli_inner(env: &Env, file: &str, bad: &str) -> TResult {
     )?;
     let so = cli_ok(&out, "vfio-mig save --fd")?;
     ensure!(so.contains("saved "), "save output: {so}");
-    expect_state(a.dev(), State::SaveCompleted, "A after vfio-mig save")?;
+    expect_state(a.dev(), DeviceState::SaveCompleted, "A after vfio-mig save")?;
     let s = std::fs::read(file).map_err(|e| format!("read {file}: {e}"))?;
     layout(&s, &SMALL)?;
 
@@ -1816,7 +1839,7 @@ fn cli_inner(env: &Env, file: &str, bad: &str) -> TResult {
         so.contains(&format!("restored {} bytes", s.len())),
         "restore output: {so}"
     );
-    expect_state(b.dev(), State::Running, "B after vfio-mig restore")?;
+    expect_state(b.dev(), DeviceState::Running, "B after vfio-mig restore")?;
     same(
         &snap(b.dev(), &SMALL)?,
         &want,

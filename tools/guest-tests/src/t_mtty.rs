@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::device::region_offset;
 use vfio_mig::uapi::vfio;
-use vfio_mig::{region_offset, Device, EventFd, GuestMemory, Mdev, OpenPath, Parent};
+use vfio_mig::{Device, EventFd, GuestMemory, Mdev, OpenPath, Parent};
 
 use crate::util::{expect_errno, expect_fire, expect_quiet, skip, Ctx, Env, Io, TResult};
 use crate::{ensure, ensure_eq, ensure_hex};

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Opening through both paths; GET_INFO, GET_REGION_INFO, GET_IRQ_INFO.
 
+use crate::device::region_offset;
 use vfio_mig::uapi::vfio;
-use vfio_mig::{region_offset, Device, OpenPath};
+use vfio_mig::{Device, OpenPath};
 
 use crate::device::{
     region, region_expect, TypeSpec, DEVICE_FLAGS, DEVICE_INFO_MINSZ, IRQS, IRQ_INFO_MINSZ, LARGE,

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use libc::c_void;
 
+use crate::abi::region;
 use crate::error::{last_errno, Error, Result};
 use crate::mem::GuestMemory;
 use crate::migration::MigrationRegion;
@@ -29,11 +30,6 @@ pub const IRQ_SET_SIZE: u32 = size_of::<vfio::vfio_irq_set>() as u32;
 
 /// The largest argsz the raw wrappers allocate a buffer for.
 const RAW_ARGSZ_MAX: u32 = 1 << 20;
-
-/// File offset of region `index`: `index << 40`, as vfio-pci and mtty use.
-pub const fn region_offset(index: u32) -> u64 {
-    (index as u64) << 40
-}
 
 /// How to open the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -841,8 +837,8 @@ impl Device {
     fn pos_err(op: &'static str, pos: u64, len: usize, errno: i32, done: usize) -> Error {
         Error::Region {
             op,
-            index: (pos >> 40) as u32,
-            offset: pos & ((1 << 40) - 1),
+            index: (pos >> region::SHIFT) as u32,
+            offset: pos & ((1 << region::SHIFT) - 1),
             len,
             errno,
             done,
@@ -884,7 +880,7 @@ impl Device {
     }
 
     fn region_pos(index: u32, offset: u64) -> Result<u64> {
-        region_offset(index)
+        region::offset(index)
             .checked_add(offset)
             .ok_or_else(|| Error::Invalid(format!("region {index} offset {offset:#x} overflows")))
     }
@@ -1095,9 +1091,9 @@ mod tests {
 
     #[test]
     fn region_offsets() {
-        assert_eq!(region_offset(0), 0);
-        assert_eq!(region_offset(9), 9 << 40);
-        assert_eq!(region_offset(u32::MAX), (u32::MAX as u64) << 40);
+        assert_eq!(region::offset(0), 0);
+        assert_eq!(region::offset(9), 9 << 40);
+        assert_eq!(region::offset(u32::MAX), (u32::MAX as u64) << 40);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! `vfio_mig`: userspace side of the vfio-mig-sample mdev driver.
 //!
+//! * [`abi`]: the device's ABI in numbers (regions, registers, migration
+//!   region, states, stream), the module's own `rust/logic/abi.rs`;
 //! * [`sysfs`] for mdev parents and types, create and remove by UUID;
 //! * [`Device`], a VFIO device opened by UUID through the legacy
 //!   group/container path or the iommufd cdev path, with the device ioctls
@@ -19,6 +21,8 @@
 //! Every error is an [`Error`] that says what failed in words and carries
 //! the errno ([`Error::errno`]).
 
+#[path = "../../../rust/logic/abi.rs"]
+pub mod abi;
 pub mod device;
 pub mod error;
 pub mod eventfd;
@@ -30,13 +34,12 @@ pub mod stream;
 pub mod sysfs;
 pub mod uapi;
 
-pub use device::{
-    parse_cap_chain, region_offset, Capability, Device, DeviceInfo, IrqInfo, OpenPath, RegionInfo,
-};
+pub use device::{parse_cap_chain, Capability, Device, DeviceInfo, IrqInfo, OpenPath, RegionInfo};
 pub use error::{errno_name, errno_string, Error, Result};
 pub use eventfd::EventFd;
 pub use mem::GuestMemory;
 pub use migration::{
-    DirtyBitmap, Field, MigrationRegion, Pending, RestoreReport, SaveOptions, SaveReport, State,
+    DeviceState, DirtyBitmap, Field, MigrationRegion, Pending, RestoreReport, SaveOptions,
+    SaveReport,
 };
 pub use sysfs::{Mdev, MdevType, Parent, TypeAttrs};

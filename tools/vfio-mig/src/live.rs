@@ -23,18 +23,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::abi::bar0::{self, BG_MAGIC, RING_MAX_PAGES};
+use crate::abi::{region, GUEST_PAGE_SIZE};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::mem::{GuestMemory, MemoryDiff};
-use crate::migration::{State, DIRTY_PAGE_SIZE};
-use crate::sample::{self, reg, DeviceSnapshot, Regs, BAR2};
+use crate::migration::DeviceState;
+use crate::sample::{self, DeviceSnapshot, Regs};
 
-/// Guest page size: one dirty bit per page.
-pub const PAGE_SIZE: u64 = DIRTY_PAGE_SIZE;
-const PAGE: usize = PAGE_SIZE as usize;
+const PAGE: usize = GUEST_PAGE_SIZE as usize;
 
 /// Marker at bytes 12..16 of every page the CPU workload writes ("CPUW"),
-/// where the background writer puts [`sample::BG_MAGIC`].
+/// where the background writer puts [`bar0::BG_MAGIC`].
 pub const CPU_MAGIC: u32 = 0x5755_5043;
 
 fn words_for(pages: u64) -> Result<usize> {
@@ -321,7 +321,10 @@ impl Vm {
     /// Creates `ram_bytes` (a page multiple) of guest RAM and maps it for
     /// `dev`'s DMA at `iova`.
     pub fn new(dev: Arc<Device>, name: &str, ram_bytes: usize, iova: u64) -> Result<Vm> {
-        if ram_bytes == 0 || !ram_bytes.is_multiple_of(PAGE) || !iova.is_multiple_of(PAGE_SIZE) {
+        if ram_bytes == 0
+            || !ram_bytes.is_multiple_of(PAGE)
+            || !iova.is_multiple_of(GUEST_PAGE_SIZE)
+        {
             return Err(Error::Invalid(format!(
                 "guest RAM of {ram_bytes} bytes at IOVA {iova:#x}: size and IOVA must be \
                  non-zero page multiples"
@@ -337,12 +340,12 @@ impl Vm {
 
     /// Guest RAM in pages.
     pub fn pages(&self) -> u64 {
-        self.ram.len() as u64 / PAGE_SIZE
+        self.ram.len() as u64 / GUEST_PAGE_SIZE
     }
 
     /// The IOVA of guest page `page`.
     pub fn page_iova(&self, page: u64) -> Result<u64> {
-        page.checked_mul(PAGE_SIZE)
+        page.checked_mul(GUEST_PAGE_SIZE)
             .and_then(|off| self.iova.checked_add(off))
             .filter(|_| page < self.pages())
             .ok_or_else(|| {
@@ -520,7 +523,7 @@ impl CpuWorkload {
     pub fn start(vm: &Vm, opts: CpuOptions) -> Result<Self> {
         let pages = vm.pages();
         let mut picker = PagePicker::new(opts.pattern, pages, opts.seed)?;
-        let mem_size = vm.dev.region_info(BAR2)?.size;
+        let mem_size = vm.dev.region_info(region::BAR2)?.size;
         let bar2_len = opts.bar2_len;
         if opts.bar2_rate > 0
             && (!bar2_len.is_power_of_two() || bar2_len > PAGE || bar2_len as u64 > mem_size)
@@ -563,8 +566,8 @@ impl CpuWorkload {
                     while stats.bar2_writes < bar2_due && !thread_stop.load(Ordering::Relaxed) {
                         let off = (picker.random() % slots) * bar2_len as u64;
                         seq += 1;
-                        fill_cpu_page(&mut page_buf, seq, off / PAGE_SIZE);
-                        dev.write_region(BAR2, off, &page_buf[..bar2_len])?;
+                        fill_cpu_page(&mut page_buf, seq, off / GUEST_PAGE_SIZE);
+                        dev.write_region(region::BAR2, off, &page_buf[..bar2_len])?;
                         stats.bar2_writes += 1;
                     }
                     std::thread::sleep(Duration::from_millis(1));
@@ -813,7 +816,7 @@ impl fmt::Display for LiveReport {
             f,
             "guest RAM {} ({} pages at IOVA {:#x})",
             human_bytes(self.ram_bytes),
-            self.ram_bytes / PAGE_SIZE,
+            self.ram_bytes / GUEST_PAGE_SIZE,
             self.iova
         )?;
         writeln!(f, "{IterationHeader}")?;
@@ -945,9 +948,9 @@ impl fmt::Display for IterationRow<'_> {
 fn copy_pages(src: &GuestMemory, dst: &GuestMemory, set: &PageSet) -> Result<u64> {
     let mut bytes = 0u64;
     for (first, n) in set.runs() {
-        let off = usize::try_from(first * PAGE_SIZE)
+        let off = usize::try_from(first * GUEST_PAGE_SIZE)
             .map_err(|_| Error::Invalid(format!("page {first} is out of reach")))?;
-        let len = usize::try_from(n * PAGE_SIZE)
+        let len = usize::try_from(n * GUEST_PAGE_SIZE)
             .map_err(|_| Error::Invalid(format!("{n} pages are out of reach")))?;
         src.copy_range_to(dst, off, len)?;
         bytes += len as u64;
@@ -1014,7 +1017,7 @@ fn page_kind(ram: &GuestMemory, page: usize) -> String {
     let seq = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
     let magic = u32::from_le_bytes(head[12..16].try_into().unwrap_or_default());
     match magic {
-        sample::BG_MAGIC => format!("background-writer stamp, BG_WRITES {seq}"),
+        BG_MAGIC => format!("background-writer stamp, BG_WRITES {seq}"),
         CPU_MAGIC => format!("CPU workload write #{seq}"),
         _ => format!("{}", Hex(&head)),
     }
@@ -1091,7 +1094,7 @@ pub fn migrate(
         ));
     }
     let s = src.dev.device_state()?;
-    if s != State::Running {
+    if s != DeviceState::Running {
         return Err(Error::Invalid(format!(
             "the source {} is in {s}, not RUNNING",
             src.dev.uuid()
@@ -1100,7 +1103,7 @@ pub fn migrate(
     let d = dst.dev.device_state()?;
     if !matches!(
         d,
-        State::None | State::Running | State::Failed | State::Cancelled
+        DeviceState::None | DeviceState::Running | DeviceState::Failed | DeviceState::Cancelled
     ) {
         return Err(Error::Invalid(format!(
             "the destination {} is in {d}; it must be in NONE, RUNNING, MIGRATION_FAILED or \
@@ -1117,17 +1120,20 @@ pub fn migrate(
         if src_state.is_ok_and(|s| {
             matches!(
                 s,
-                State::Setup | State::PreCopy | State::StopNCopy | State::SaveCompleted
+                DeviceState::Setup
+                    | DeviceState::PreCopy
+                    | DeviceState::StopNCopy
+                    | DeviceState::SaveCompleted
             )
         }) {
-            let _ = src.dev.set_state(State::Failed);
+            let _ = src.dev.set_state(DeviceState::Failed);
         }
         if dst
             .dev
             .device_state()
-            .is_ok_and(|s| matches!(s, State::Resume | State::ResumeCompleted))
+            .is_ok_and(|s| matches!(s, DeviceState::Resume | DeviceState::ResumeCompleted))
         {
-            let _ = dst.dev.set_state(State::Failed);
+            let _ = dst.dev.set_state(DeviceState::Failed);
         }
     }
     res
@@ -1152,11 +1158,11 @@ fn run(
     };
 
     let t_start = Instant::now();
-    dst.dev.set_state(State::Resume)?;
+    dst.dev.set_state(DeviceState::Resume)?;
     src.dev.set_threshold(opts.threshold)?;
     // Dirty logging starts here: every write from now on is in a bitmap.
-    src.dev.set_state(State::Setup)?;
-    src.dev.set_state(State::PreCopy)?;
+    src.dev.set_state(DeviceState::Setup)?;
+    src.dev.set_state(DeviceState::PreCopy)?;
 
     let convergence = loop {
         let index = iterations.len() as u32;
@@ -1239,7 +1245,7 @@ fn run(
         None => None,
     };
     let t_down = Instant::now();
-    src.dev.set_state(State::StopNCopy)?;
+    src.dev.set_state(DeviceState::StopNCopy)?;
     let mut stop = Iteration {
         index: iterations.len() as u32,
         phase: Phase::StopAndCopy,
@@ -1279,9 +1285,9 @@ fn run(
     let t_verify = Instant::now();
     let src_snap = DeviceSnapshot::take(&src.dev)?;
     let verify_src = t_verify.elapsed();
-    src.dev.set_state(State::SaveCompleted)?;
+    src.dev.set_state(DeviceState::SaveCompleted)?;
     // Validates the stream and makes it the destination's state.
-    dst.dev.set_state(State::ResumeCompleted)?;
+    dst.dev.set_state(DeviceState::ResumeCompleted)?;
 
     let t_verify = Instant::now();
     let dst_snap = DeviceSnapshot::take(&dst.dev)?;
@@ -1300,7 +1306,7 @@ fn run(
         )));
     }
     let verify_time = verify_src + t_verify.elapsed();
-    dst.dev.set_state(State::Running)?;
+    dst.dev.set_state(DeviceState::Running)?;
     let downtime = t_down.elapsed();
     let vcpu_pause = t_pause.elapsed();
     let total_time = t_start.elapsed();
@@ -1308,19 +1314,19 @@ fn run(
 
     let writer_on = dst_snap
         .regs
-        .get((reg::BG_CTRL / 4) as usize)
-        .is_some_and(|c| c & sample::BG_ENABLE != 0);
+        .get((bar0::BG_CTRL / 4) as usize)
+        .is_some_and(|c| c & bar0::BG_ENABLE != 0);
     let writer = if writer_on && !opts.settle.is_zero() {
-        let before = dst.regs().read(reg::BG_WRITES)?;
+        let before = dst.regs().read(bar0::BG_WRITES)?;
         std::thread::sleep(opts.settle);
-        let after = dst.regs().read(reg::BG_WRITES)?;
+        let after = dst.regs().read(bar0::BG_WRITES)?;
         if after == before {
             return Err(Error::Invalid(format!(
                 "the destination's background writer does not carry on: BG_WRITES stays at \
                  {before} for {} (BG_CTRL {:#x}, BG_ERROR {})",
                 human_ms(opts.settle),
-                dst.regs().read(reg::BG_CTRL)?,
-                dst.regs().read(reg::BG_ERROR)?
+                dst.regs().read(bar0::BG_CTRL)?,
+                dst.regs().read(bar0::BG_ERROR)?
             )));
         }
         Some(WriterCheck {
@@ -1447,15 +1453,12 @@ impl DeviceWorkload {
         let fits = writer_end <= pages
             && (self.fill_pages == 0 || (writer_end <= fill && fill_end <= ring))
             && u64::from(self.ring_pages) <= pages
-            && self.ring_pages <= sample::RING_MAX_PAGES;
+            && self.ring_pages <= RING_MAX_PAGES;
         if !fits {
             return Err(Error::Invalid(format!(
                 "guest RAM of {pages} pages is too small for a writer over {} pages, a queued \
                  fill of {} pages in the middle and a ring of {} pages (at most {}) at the end",
-                self.writer_pages,
-                self.fill_pages,
-                self.ring_pages,
-                sample::RING_MAX_PAGES
+                self.writer_pages, self.fill_pages, self.ring_pages, RING_MAX_PAGES
             )));
         }
         Ok(())
@@ -1467,18 +1470,18 @@ impl DeviceWorkload {
         let pages = vm.pages();
         self.check_fits(pages)?;
         let dev = &vm.dev;
-        if dev.device_state()? == State::None {
-            dev.set_state(State::Running)?;
+        if dev.device_state()? == DeviceState::None {
+            dev.set_state(DeviceState::Running)?;
         }
         // Config space as a guest driver leaves it: memory decoding and bus
         // mastering on, BARs assigned (BAR2 above 4 GiB), an IRQ line.
-        dev.write16(sample::CONFIG, 0x04, 0x0006)?;
-        dev.write32(sample::CONFIG, 0x10, 0xfebf_0000)?;
-        dev.write32(sample::CONFIG, 0x18, 0x0000_0000)?;
-        dev.write32(sample::CONFIG, 0x1c, 0x0000_0002)?;
-        dev.write8(sample::CONFIG, 0x3c, 11)?;
+        dev.write16(region::CONFIG, 0x04, 0x0006)?;
+        dev.write32(region::CONFIG, 0x10, 0xfebf_0000)?;
+        dev.write32(region::CONFIG, 0x18, 0x0000_0000)?;
+        dev.write32(region::CONFIG, 0x1c, 0x0000_0002)?;
+        dev.write8(region::CONFIG, 0x3c, 11)?;
         // Device memory with a pattern that differs in every page.
-        let size = usize::try_from(dev.region_info(BAR2)?.size)
+        let size = usize::try_from(dev.region_info(region::BAR2)?.size)
             .map_err(|_| Error::Invalid("BAR2 is too large".into()))?;
         let mut chunk = vec![0u8; 1 << 16];
         for (n, at) in (0..size).step_by(chunk.len()).enumerate() {
@@ -1486,13 +1489,13 @@ impl DeviceWorkload {
             for (i, b) in chunk[..len].iter_mut().enumerate() {
                 *b = ((at + i) / PAGE) as u8 ^ (i as u8).wrapping_mul(7) ^ n as u8;
             }
-            dev.write_region(BAR2, at as u64, &chunk[..len])?;
+            dev.write_region(region::BAR2, at as u64, &chunk[..len])?;
         }
         let regs = vm.regs();
-        regs.write(reg::SCRATCH, 0x600d_cafe)?;
-        regs.write(reg::IRQ_ENABLE, sample::IRQ_DOORBELL | sample::IRQ_DMA_DONE)?;
+        regs.write(bar0::SCRATCH, 0x600d_cafe)?;
+        regs.write(bar0::IRQ_ENABLE, bar0::IRQ_DOORBELL | bar0::IRQ_DMA_DONE)?;
         for _ in 0..3 {
-            regs.write(reg::DOORBELL, 1)?;
+            regs.write(bar0::DOORBELL, 1)?;
         }
         if self.ring_pages > 0 {
             let iova = vm.page_iova(self.ring_first_page(pages))?;
@@ -1506,16 +1509,16 @@ impl DeviceWorkload {
             }
         }
         if self.fill_pages > 0 {
-            regs.write(reg::DMA_CTRL, sample::DMA_CTRL_PAUSE)?;
+            regs.write(bar0::DMA_CTRL, bar0::DMA_CTRL_PAUSE)?;
             let iova = vm.page_iova(self.fill_first_page(pages))?;
             let len = self.fill_pages * PAGE as u32;
             regs.queue_dma(sample::DmaCmd::Fill, iova, 0, len, FILL_PATTERN)?;
-            let status = regs.read(reg::DMA_STATUS)?;
-            if status != sample::DMA_QUEUED {
+            let status = regs.read(bar0::DMA_STATUS)?;
+            if status != bar0::DMA_STATUS_QUEUED {
                 return Err(Error::Invalid(format!(
                     "a FILL queued behind PAUSE has DMA_STATUS {status}, not QUEUED (DMA_ERROR \
                      {})",
-                    regs.read(reg::DMA_ERROR)?
+                    regs.read(bar0::DMA_ERROR)?
                 )));
             }
         }
@@ -1539,21 +1542,21 @@ impl DeviceWorkload {
     pub fn check_destination(&self, vm: &Vm) -> Result<String> {
         let regs = vm.regs();
         let mut checked = Vec::new();
-        let pinned = regs.read(reg::PINNED_PAGES)?;
+        let pinned = regs.read(bar0::PINNED_PAGES)?;
         if pinned != self.ring_pages {
             return Err(Error::Invalid(format!(
                 "the destination holds {pinned} pages pinned, not the ring's {} (RING_CTRL {:#x}, \
                  RING_ERROR {})",
                 self.ring_pages,
-                regs.read(reg::RING_CTRL)?,
-                regs.read(reg::RING_ERROR)?
+                regs.read(bar0::RING_CTRL)?,
+                regs.read(bar0::RING_ERROR)?
             )));
         }
         if self.ring_pages > 0 {
             checked.push(format!("ring of {} pages pinned", self.ring_pages));
         }
         if self.fill_pages > 0 {
-            regs.write(reg::DMA_CTRL, 0)?;
+            regs.write(bar0::DMA_CTRL, 0)?;
             match regs.wait_dma(Duration::from_secs(30))? {
                 sample::DmaOutcome::Done => {}
                 sample::DmaOutcome::Failed(e) => {
@@ -1826,7 +1829,7 @@ mod tests {
             src.write_at(p * PAGE + 100, &[p as u8 + 1]).unwrap();
         }
         let set = set_of(8, &[1, 2, 6]);
-        assert_eq!(copy_pages(&src, &dst, &set).unwrap(), 3 * PAGE_SIZE);
+        assert_eq!(copy_pages(&src, &dst, &set).unwrap(), 3 * GUEST_PAGE_SIZE);
         let mut b = [0u8];
         for p in 0..8 {
             dst.read_at(p * PAGE + 100, &mut b).unwrap();
@@ -1983,7 +1986,7 @@ mod tests {
         assert_eq!(w.fill_first_page(16384), 8192);
         assert!(w.check_fits(300).is_err(), "the writer runs into the fill");
         let big_ring = DeviceWorkload {
-            ring_pages: sample::RING_MAX_PAGES + 1,
+            ring_pages: RING_MAX_PAGES + 1,
             ..w
         };
         assert!(big_ring.check_fits(1 << 20).is_err());

@@ -12,11 +12,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use vfio_mig::abi::bar0;
+use vfio_mig::abi::migration::{INFO_SIZE, REGION_SUBTYPE, REGION_TYPE};
 use vfio_mig::live::{self, CpuOptions, CpuWorkload, DeviceWorkload, LiveOptions, PagePattern, Vm};
 use vfio_mig::migration::{self, Field, SaveOptions};
-use vfio_mig::sample::{self, reg, Regs};
+use vfio_mig::sample::{self, Regs};
 use vfio_mig::sysfs::{self, Mdev, Parent, DEFAULT_PARENT};
-use vfio_mig::uapi::{self, vfio};
+use vfio_mig::uapi::vfio;
 use vfio_mig::{stream, Device, OpenPath};
 
 /// Parsed command line of one subcommand.
@@ -365,9 +367,7 @@ fn cmd_info(o: &Opts) -> Result<(), String> {
         );
         for c in &r.caps {
             let what = if let Some((t, s)) = c.region_type() {
-                let known = if t == uapi::VFIO_REGION_TYPE_MIGRATION_RFC
-                    && s == uapi::VFIO_REGION_SUBTYPE_MIGRATION_RFC
-                {
+                let known = if (t, s) == (REGION_TYPE, REGION_SUBTYPE) {
                     " (migration, 2018 RFC)"
                 } else {
                     ""
@@ -433,13 +433,11 @@ fn print_migration(dev: &Device) {
     );
     println!(
         "  {:#08x}..{:#08x}  struct vfio_device_migration_info (packed)",
-        0,
-        migration::INFO_SIZE
+        0, INFO_SIZE
     );
     println!(
         "  {:#08x}..{:#08x}  reserved (EINVAL)",
-        migration::INFO_SIZE,
-        r.data_offset
+        INFO_SIZE, r.data_offset
     );
     println!(
         "  {:#08x}..{:#08x}  data area, {:#x} bytes",
@@ -496,8 +494,8 @@ fn print_migration(dev: &Device) {
 /// the module's pinned-page count; nothing for another device (mtty).
 fn print_sample_regs(dev: &Device) {
     let regs = Regs(dev);
-    match regs.read(reg::ID) {
-        Ok(sample::ID_VALUE) => {}
+    match regs.read(bar0::ID) {
+        Ok(bar0::ID_VALUE) => {}
         Ok(id) => {
             println!("BAR0 ID {id:#x}: not a vfio-mig-sample device, no DMA engine");
             return;
@@ -514,70 +512,70 @@ fn print_sample_regs(dev: &Device) {
             return;
         }
     };
-    let v = |off: u64| r[(off / 4) as usize];
-    let iova = |lo: u64| u64::from(v(lo)) | u64::from(v(lo + 4)) << 32;
+    let v = |off: u32| r[(off / 4) as usize];
+    let iova = |lo: u32| u64::from(v(lo)) | u64::from(v(lo + 4)) << 32;
     let on = |b: bool| if b { "on" } else { "off" };
     println!("BAR0 registers:");
-    for row in reg::NAMED.chunks(4) {
+    for row in bar0::REGISTERS.chunks(4) {
         let cells: Vec<String> = row
             .iter()
             .map(|(off, name)| format!("{name:<13} {:#010x}", v(*off)))
             .collect();
         println!("  {}", cells.join("  "));
     }
-    let status = match v(reg::DMA_STATUS) {
-        sample::DMA_IDLE => "IDLE".to_string(),
-        sample::DMA_QUEUED => "QUEUED".to_string(),
-        sample::DMA_DONE => "DONE".to_string(),
-        sample::DMA_FAILED => "ERROR".to_string(),
+    let status = match v(bar0::DMA_STATUS) {
+        bar0::DMA_STATUS_IDLE => "IDLE".to_string(),
+        bar0::DMA_STATUS_QUEUED => "QUEUED".to_string(),
+        bar0::DMA_STATUS_DONE => "DONE".to_string(),
+        bar0::DMA_STATUS_ERROR => "ERROR".to_string(),
         x => format!("{x} (unknown)"),
     };
-    let cmd = match v(reg::DMA_CMD) {
+    let cmd = match v(bar0::DMA_CMD) {
         0 => "none".to_string(),
-        1 => "TO_GUEST".to_string(),
-        2 => "FROM_GUEST".to_string(),
-        3 => "FILL".to_string(),
+        bar0::DMA_CMD_TO_GUEST => "TO_GUEST".to_string(),
+        bar0::DMA_CMD_FROM_GUEST => "FROM_GUEST".to_string(),
+        bar0::DMA_CMD_FILL => "FILL".to_string(),
         x => format!("{x} (unknown)"),
     };
     println!(
         "DMA engine: {status}, last command {cmd} (IOVA {:#x}, device offset {:#x}, {} bytes, \
          pattern {:#010x}), DMA_ERROR {}, PAUSE {}, {} completed",
-        iova(reg::DMA_IOVA_LO),
-        v(reg::DMA_DEV_OFF),
-        v(reg::DMA_LEN),
-        v(reg::DMA_PATTERN),
-        v(reg::DMA_ERROR),
-        on(v(reg::DMA_CTRL) & sample::DMA_CTRL_PAUSE != 0),
-        v(reg::DMA_COMPLETED)
+        iova(bar0::DMA_IOVA_LO),
+        v(bar0::DMA_DEV_OFF),
+        v(bar0::DMA_LEN),
+        v(bar0::DMA_PATTERN),
+        v(bar0::DMA_ERROR),
+        on(v(bar0::DMA_CTRL) & bar0::DMA_CTRL_PAUSE != 0),
+        v(bar0::DMA_COMPLETED)
     );
-    let ring = v(reg::RING_CTRL);
+    let ring = v(bar0::RING_CTRL);
     println!(
         "ring: {} ({}), IOVA {:#x}, {} pages, RING_ERROR {}; the device holds {} pages pinned",
-        if ring & sample::RING_PINNED != 0 {
+        if ring & bar0::RING_PINNED != 0 {
             "pinned"
         } else {
             "not pinned"
         },
-        if ring & sample::RING_WRITABLE != 0 {
+        if ring & bar0::RING_WRITABLE != 0 {
             "writable"
         } else {
             "read-only"
         },
-        iova(reg::RING_IOVA_LO),
-        v(reg::RING_PAGES),
-        v(reg::RING_ERROR),
-        v(reg::PINNED_PAGES)
+        iova(bar0::RING_IOVA_LO),
+        v(bar0::RING_PAGES),
+        v(bar0::RING_ERROR),
+        v(bar0::PINNED_PAGES)
     );
     println!(
         "background writer: {}, IOVA {:#x}, {} pages at {}/s, BG_WRITES {}, cursor {}, \
          BG_ERROR {}",
-        on(v(reg::BG_CTRL) & sample::BG_ENABLE != 0),
-        iova(reg::BG_IOVA_LO),
-        v(reg::BG_PAGES),
-        v(reg::BG_RATE),
-        v(reg::BG_WRITES),
-        v(reg::BG_CURSOR),
-        v(reg::BG_ERROR)
+        on(v(bar0::BG_CTRL) & bar0::BG_ENABLE != 0),
+        iova(bar0::BG_IOVA_LO),
+        v(bar0::BG_PAGES),
+        v(bar0::BG_RATE),
+        v(bar0::BG_WRITES),
+        v(bar0::BG_CURSOR),
+        v(bar0::BG_ERROR)
     );
     match sample::pinned_pages_total() {
         Ok(n) => println!(

@@ -2,10 +2,10 @@
 //! The migration region: the 2018 proposal's `struct
 //! vfio_device_migration_info` and its actions (Documentation/migration-abi.rst).
 //!
-//! The numbers and the layout mirror `include/vfio_migration.h`, the C
-//! header for VMM authors: the compile-time checks below pin the layout and
-//! the host tests parse the header and compare (and compile it with `cc`),
-//! so the two cannot drift.
+//! The numbers and the layout are the module's own
+//! ([`crate::abi::migration`], `rust/logic/abi.rs`), which
+//! `tools/model` checks against `include/vfio_migration.h`, the C header
+//! for VMM authors.
 //!
 //! On a [`Device`]:
 //!
@@ -22,192 +22,14 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::mem::{offset_of, size_of};
 use std::time::{Duration, Instant};
 
+pub use crate::abi::migration::{DeviceState, Field};
+use crate::abi::migration::{BITMAP_LEN, DATA_OFFSET, REGION_SUBTYPE, REGION_TYPE};
+use crate::abi::GUEST_PAGE_SIZE;
 use crate::device::{Device, RegionInfo};
 use crate::error::{Error, Result};
 use crate::uapi::vfio;
-
-/// `VFIO_REGION_TYPE_MIGRATION`: the region type in `VFIO_REGION_INFO_CAP_TYPE`.
-pub const VFIO_REGION_TYPE_MIGRATION: u32 = 1 << 30;
-/// `VFIO_REGION_SUBTYPE_MIGRATION`.
-pub const VFIO_REGION_SUBTYPE_MIGRATION: u32 = 1;
-/// `VFIO_MIG_REGION_DATA_OFFSET`: where the data area starts.
-pub const DATA_OFFSET: u64 = 0x1000;
-/// `VFIO_MIG_DEFAULT_DATA_LEN`: the data area's size with default module
-/// parameters (1 MiB).
-pub const DEFAULT_DATA_LEN: u64 = 0x10_0000;
-/// `VFIO_MIG_DEFAULT_BITMAP_LEN`: the bitmap area's size with default module
-/// parameters (64 KiB).
-pub const DEFAULT_BITMAP_LEN: u64 = 0x1_0000;
-/// `VFIO_MIG_DEFAULT_BITMAP_OFFSET`.
-pub const DEFAULT_BITMAP_OFFSET: u64 = DATA_OFFSET + DEFAULT_DATA_LEN;
-/// `VFIO_MIG_DEFAULT_REGION_SIZE`.
-pub const DEFAULT_REGION_SIZE: u64 = DATA_OFFSET + DEFAULT_DATA_LEN + DEFAULT_BITMAP_LEN;
-/// `VFIO_MIG_DIRTY_PAGE_SIZE`: one bitmap bit per page of this size.
-pub const DIRTY_PAGE_SIZE: u64 = 4096;
-/// `VFIO_MIG_NUM_STATES`.
-pub const NUM_STATES: u32 = 10;
-/// `VFIO_MIG_INFO_SIZE`: size of the packed struct at offset 0.
-pub const INFO_SIZE: u64 = size_of::<VfioDeviceMigrationInfo>() as u64;
-
-/// `pending` of `struct vfio_device_migration_info`.
-#[repr(C, packed)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct InfoPending {
-    pub precopy_only: u64,
-    pub compatible: u64,
-    pub postcopy_only: u64,
-    pub threshold_size: u64,
-}
-
-/// `data` of `struct vfio_device_migration_info`.
-#[repr(C, packed)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct InfoData {
-    pub offset: u64,
-    pub size: u64,
-}
-
-/// `dirty_pfns` of `struct vfio_device_migration_info`.
-#[repr(C, packed)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct InfoDirtyPfns {
-    pub start_addr: u64,
-    pub total: u64,
-    pub copied: u64,
-}
-
-/// `struct vfio_device_migration_info` of the proposal (packed), at offset 0
-/// of the region. Only its layout is used: fields are accessed one by one
-/// ([`Field`]), never as a whole.
-#[repr(C, packed)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct VfioDeviceMigrationInfo {
-    pub device_state: u32,
-    pub pending: InfoPending,
-    pub data: InfoData,
-    pub dirty_pfns: InfoDirtyPfns,
-}
-
-// The layout of include/vfio_migration.h, checked at compile time.
-const _: () = assert!(size_of::<VfioDeviceMigrationInfo>() == 76);
-const _: () = assert!(offset_of!(VfioDeviceMigrationInfo, device_state) == 0);
-const _: () = assert!(offset_of!(VfioDeviceMigrationInfo, pending.precopy_only) == 4);
-const _: () = assert!(offset_of!(VfioDeviceMigrationInfo, pending.compatible) == 12);
-const _: () = assert!(offset_of!(VfioDeviceMigrationInfo, pending.postcopy_only) == 20);
-const _: () = assert!(offset_of!(VfioDeviceMigrationInfo, pending.threshold_size) == 28);
-const _: () = assert!(offset_of!(VfioDeviceMigrationInfo, data.offset) == 36);
-const _: () = assert!(offset_of!(VfioDeviceMigrationInfo, data.size) == 44);
-const _: () = assert!(offset_of!(VfioDeviceMigrationInfo, dirty_pfns.start_addr) == 52);
-const _: () = assert!(offset_of!(VfioDeviceMigrationInfo, dirty_pfns.total) == 60);
-const _: () = assert!(offset_of!(VfioDeviceMigrationInfo, dirty_pfns.copied) == 68);
-const _: () = assert!(INFO_SIZE <= DATA_OFFSET);
-const _: () = assert!(DEFAULT_REGION_SIZE == 0x11_1000);
-const _: () = assert!(VFIO_REGION_TYPE_MIGRATION == crate::uapi::VFIO_REGION_TYPE_MIGRATION_RFC);
-const _: () =
-    assert!(VFIO_REGION_SUBTYPE_MIGRATION == crate::uapi::VFIO_REGION_SUBTYPE_MIGRATION_RFC);
-
-/// A field of `struct vfio_device_migration_info`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Field {
-    DeviceState,
-    PrecopyOnly,
-    Compatible,
-    PostcopyOnly,
-    ThresholdSize,
-    DataOffset,
-    DataSize,
-    DirtyStartAddr,
-    DirtyTotal,
-    DirtyCopied,
-}
-
-impl Field {
-    /// Every field, in layout order.
-    pub const ALL: [Field; 10] = [
-        Field::DeviceState,
-        Field::PrecopyOnly,
-        Field::Compatible,
-        Field::PostcopyOnly,
-        Field::ThresholdSize,
-        Field::DataOffset,
-        Field::DataSize,
-        Field::DirtyStartAddr,
-        Field::DirtyTotal,
-        Field::DirtyCopied,
-    ];
-
-    /// Offset in the region (`offsetof` in the C struct).
-    pub const fn offset(self) -> u64 {
-        (match self {
-            Field::DeviceState => offset_of!(VfioDeviceMigrationInfo, device_state),
-            Field::PrecopyOnly => offset_of!(VfioDeviceMigrationInfo, pending.precopy_only),
-            Field::Compatible => offset_of!(VfioDeviceMigrationInfo, pending.compatible),
-            Field::PostcopyOnly => offset_of!(VfioDeviceMigrationInfo, pending.postcopy_only),
-            Field::ThresholdSize => offset_of!(VfioDeviceMigrationInfo, pending.threshold_size),
-            Field::DataOffset => offset_of!(VfioDeviceMigrationInfo, data.offset),
-            Field::DataSize => offset_of!(VfioDeviceMigrationInfo, data.size),
-            Field::DirtyStartAddr => offset_of!(VfioDeviceMigrationInfo, dirty_pfns.start_addr),
-            Field::DirtyTotal => offset_of!(VfioDeviceMigrationInfo, dirty_pfns.total),
-            Field::DirtyCopied => offset_of!(VfioDeviceMigrationInfo, dirty_pfns.copied),
-        }) as u64
-    }
-
-    /// Width in bytes: the only access size the field takes.
-    pub const fn width(self) -> usize {
-        match self {
-            Field::DeviceState => 4,
-            _ => 8,
-        }
-    }
-
-    /// Whether userspace may write it (the output fields fail with EINVAL).
-    pub const fn writable(self) -> bool {
-        !matches!(
-            self,
-            Field::PrecopyOnly | Field::Compatible | Field::PostcopyOnly | Field::DirtyCopied
-        )
-    }
-
-    /// Whether reading it triggers an action (get buffer, dirty query).
-    pub const fn read_is_action(self) -> bool {
-        matches!(self, Field::DataSize | Field::DirtyCopied)
-    }
-
-    /// The C name, e.g. `pending.compatible`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Field::DeviceState => "device_state",
-            Field::PrecopyOnly => "pending.precopy_only",
-            Field::Compatible => "pending.compatible",
-            Field::PostcopyOnly => "pending.postcopy_only",
-            Field::ThresholdSize => "pending.threshold_size",
-            Field::DataOffset => "data.offset",
-            Field::DataSize => "data.size",
-            Field::DirtyStartAddr => "dirty_pfns.start_addr",
-            Field::DirtyTotal => "dirty_pfns.total",
-            Field::DirtyCopied => "dirty_pfns.copied",
-        }
-    }
-
-    /// The `VFIO_MIG_OFF_*` macro of the header that gives its offset.
-    pub const fn header_macro(self) -> &'static str {
-        match self {
-            Field::DeviceState => "VFIO_MIG_OFF_DEVICE_STATE",
-            Field::PrecopyOnly => "VFIO_MIG_OFF_PRECOPY_ONLY",
-            Field::Compatible => "VFIO_MIG_OFF_COMPATIBLE",
-            Field::PostcopyOnly => "VFIO_MIG_OFF_POSTCOPY_ONLY",
-            Field::ThresholdSize => "VFIO_MIG_OFF_THRESHOLD_SIZE",
-            Field::DataOffset => "VFIO_MIG_OFF_DATA_OFFSET",
-            Field::DataSize => "VFIO_MIG_OFF_DATA_SIZE",
-            Field::DirtyStartAddr => "VFIO_MIG_OFF_DIRTY_START_ADDR",
-            Field::DirtyTotal => "VFIO_MIG_OFF_DIRTY_TOTAL",
-            Field::DirtyCopied => "VFIO_MIG_OFF_DIRTY_COPIED",
-        }
-    }
-}
 
 impl fmt::Display for Field {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -215,75 +37,7 @@ impl fmt::Display for Field {
     }
 }
 
-/// A device state, numbered as the proposal's `VFIO_DEVICE_STATE_*`.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    None = 0,
-    Running = 1,
-    Setup = 2,
-    PreCopy = 3,
-    StopNCopy = 4,
-    SaveCompleted = 5,
-    Resume = 6,
-    ResumeCompleted = 7,
-    Failed = 8,
-    Cancelled = 9,
-}
-
-impl State {
-    /// Every state, by value.
-    pub const ALL: [State; 10] = [
-        State::None,
-        State::Running,
-        State::Setup,
-        State::PreCopy,
-        State::StopNCopy,
-        State::SaveCompleted,
-        State::Resume,
-        State::ResumeCompleted,
-        State::Failed,
-        State::Cancelled,
-    ];
-
-    /// The state of a `device_state` value, if it is one.
-    pub const fn from_raw(v: u32) -> Option<State> {
-        if v < NUM_STATES {
-            Some(State::ALL[v as usize])
-        } else {
-            None
-        }
-    }
-
-    /// The value written to `device_state`.
-    pub const fn raw(self) -> u32 {
-        self as u32
-    }
-
-    /// The name without the `VFIO_DEVICE_STATE_` prefix, e.g.
-    /// `MIGRATION_PRECOPY`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            State::None => "NONE",
-            State::Running => "RUNNING",
-            State::Setup => "MIGRATION_SETUP",
-            State::PreCopy => "MIGRATION_PRECOPY",
-            State::StopNCopy => "MIGRATION_STOPNCOPY",
-            State::SaveCompleted => "MIGRATION_SAVE_COMPLETED",
-            State::Resume => "MIGRATION_RESUME",
-            State::ResumeCompleted => "MIGRATION_RESUME_COMPLETED",
-            State::Failed => "MIGRATION_FAILED",
-            State::Cancelled => "MIGRATION_CANCELLED",
-        }
-    }
-
-    /// The C name, e.g. `VFIO_DEVICE_STATE_MIGRATION_PRECOPY`.
-    pub fn c_name(self) -> String {
-        format!("VFIO_DEVICE_STATE_{}", self.name())
-    }
-}
-
-impl fmt::Display for State {
+impl fmt::Display for DeviceState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -291,7 +45,7 @@ impl fmt::Display for State {
 
 /// A `device_state` value in words: the state's name, or the number.
 pub fn state_name(v: u32) -> String {
-    match State::from_raw(v) {
+    match DeviceState::from_raw(v) {
         Some(s) => s.name().to_string(),
         None => format!("{v} (not a state)"),
     }
@@ -326,7 +80,7 @@ impl MigrationRegion {
                 info.index, info.flags
             )));
         }
-        let min = DATA_OFFSET + DIRTY_PAGE_SIZE + DEFAULT_BITMAP_LEN;
+        let min = DATA_OFFSET + GUEST_PAGE_SIZE + BITMAP_LEN;
         if info.size < min {
             return Err(Error::Invalid(format!(
                 "migration region {} is {:#x} bytes, less than {min:#x} (registers, a data \
@@ -334,7 +88,7 @@ impl MigrationRegion {
                 info.index, info.size
             )));
         }
-        let bitmap_len = DEFAULT_BITMAP_LEN;
+        let bitmap_len = BITMAP_LEN;
         let data_len = info.size - DATA_OFFSET - bitmap_len;
         Ok(MigrationRegion {
             info,
@@ -396,7 +150,7 @@ pub struct DirtyBitmap {
 /// The `between` callback of [`SaveOptions`]: pass number and pending counts.
 pub type BetweenFn<'a> = &'a mut dyn FnMut(u32, &Pending) -> Result<()>;
 /// The `on_chunk` callback of [`SaveOptions`]: state and chunk length.
-pub type ChunkFn<'a> = &'a mut dyn FnMut(State, usize) -> Result<()>;
+pub type ChunkFn<'a> = &'a mut dyn FnMut(DeviceState, usize) -> Result<()>;
 
 /// What [`Device::save_to`] does.
 pub struct SaveOptions<'a> {
@@ -457,8 +211,11 @@ pub struct RestoreReport {
     pub chunks: u64,
 }
 
-fn is_saving(s: State) -> bool {
-    matches!(s, State::Setup | State::PreCopy | State::StopNCopy)
+fn is_saving(s: DeviceState) -> bool {
+    matches!(
+        s,
+        DeviceState::Setup | DeviceState::PreCopy | DeviceState::StopNCopy
+    )
 }
 
 impl Device {
@@ -470,7 +227,7 @@ impl Device {
             return Ok(r);
         }
         let info = self.info()?;
-        let want = (VFIO_REGION_TYPE_MIGRATION, VFIO_REGION_SUBTYPE_MIGRATION);
+        let want = (REGION_TYPE, REGION_SUBTYPE);
         for index in 0..info.num_regions {
             let r = self.region_info(index)?;
             if r.size > 0 && r.region_type() == Some(want) {
@@ -564,9 +321,9 @@ impl Device {
     }
 
     /// The current device state.
-    pub fn device_state(&self) -> Result<State> {
+    pub fn device_state(&self) -> Result<DeviceState> {
         let v = self.device_state_raw()?;
-        State::from_raw(v).ok_or_else(|| {
+        DeviceState::from_raw(v).ok_or_else(|| {
             Error::Invalid(format!(
                 "device_state of {} reads {v}, not a state",
                 self.uuid()
@@ -591,7 +348,7 @@ impl Device {
     }
 
     /// Set state: moves the device to `to`.
-    pub fn set_state(&self, to: State) -> Result<()> {
+    pub fn set_state(&self, to: DeviceState) -> Result<()> {
         self.set_state_raw(to.raw())
     }
 
@@ -726,8 +483,8 @@ impl Device {
     pub fn save_to(&self, out: &mut dyn Write, opts: SaveOptions<'_>) -> Result<SaveReport> {
         let start = self.device_state()?;
         match start {
-            State::None => self.set_state(State::Running)?,
-            State::Running | State::Failed | State::Cancelled => {}
+            DeviceState::None => self.set_state(DeviceState::Running)?,
+            DeviceState::Running | DeviceState::Failed | DeviceState::Cancelled => {}
             s => {
                 return Err(Error::Invalid(format!(
                     "save needs {} in NONE, RUNNING, MIGRATION_FAILED or MIGRATION_CANCELLED; \
@@ -738,7 +495,7 @@ impl Device {
         }
         let r = self.save_inner(out, opts);
         if r.is_err() && self.device_state().is_ok_and(is_saving_or_done) {
-            let _ = self.set_state(State::Failed);
+            let _ = self.set_state(DeviceState::Failed);
         }
         r
     }
@@ -747,9 +504,9 @@ impl Device {
         let mut rep = SaveReport::default();
         let mut buf = Vec::new();
         self.set_threshold(opts.threshold)?;
-        self.set_state(State::Setup)?;
+        self.set_state(DeviceState::Setup)?;
         let mut drain =
-            |state: State, rep: &mut SaveReport, opts: &mut SaveOptions| -> Result<u64> {
+            |state: DeviceState, rep: &mut SaveReport, opts: &mut SaveOptions| -> Result<u64> {
                 let mut n = 0u64;
                 loop {
                     let len = self.get_buffer(&mut buf)?;
@@ -769,9 +526,9 @@ impl Device {
                 }
             };
         if opts.precopy_iterations > 0 {
-            self.set_state(State::PreCopy)?;
+            self.set_state(DeviceState::PreCopy)?;
             for pass in 1..=opts.precopy_iterations {
-                rep.precopy_bytes += drain(State::PreCopy, &mut rep, &mut opts)?;
+                rep.precopy_bytes += drain(DeviceState::PreCopy, &mut rep, &mut opts)?;
                 rep.precopy_iterations = pass;
                 if pass == opts.precopy_iterations {
                     break;
@@ -787,8 +544,8 @@ impl Device {
             }
         }
         let t0 = Instant::now();
-        self.set_state(State::StopNCopy)?;
-        rep.stop_bytes = drain(State::StopNCopy, &mut rep, &mut opts)?;
+        self.set_state(DeviceState::StopNCopy)?;
+        rep.stop_bytes = drain(DeviceState::StopNCopy, &mut rep, &mut opts)?;
         let p = self.pending()?;
         if p.total() != 0 {
             return Err(Error::Invalid(format!(
@@ -796,7 +553,7 @@ impl Device {
                 p.total()
             )));
         }
-        self.set_state(State::SaveCompleted)?;
+        self.set_state(DeviceState::SaveCompleted)?;
         rep.downtime = t0.elapsed();
         rep.bytes = rep.precopy_bytes + rep.stop_bytes;
         out.flush().map_err(|e| Error::Io {
@@ -829,7 +586,7 @@ impl Device {
         let start = self.device_state()?;
         if !matches!(
             start,
-            State::None | State::Running | State::Failed | State::Cancelled
+            DeviceState::None | DeviceState::Running | DeviceState::Failed | DeviceState::Cancelled
         ) {
             return Err(Error::Invalid(format!(
                 "restore needs {} in NONE, RUNNING, MIGRATION_FAILED or MIGRATION_CANCELLED; it \
@@ -837,7 +594,7 @@ impl Device {
                 self.uuid()
             )));
         }
-        self.set_state(State::Resume)?;
+        self.set_state(DeviceState::Resume)?;
         let res = (|| {
             let mut rep = RestoreReport::default();
             let mut buf = Vec::new();
@@ -861,23 +618,23 @@ impl Device {
                     break;
                 }
             }
-            self.set_state(State::ResumeCompleted)?;
-            self.set_state(State::Running)?;
+            self.set_state(DeviceState::ResumeCompleted)?;
+            self.set_state(DeviceState::Running)?;
             Ok(rep)
         })();
         if res.is_err()
             && self
                 .device_state()
-                .is_ok_and(|s| matches!(s, State::Resume | State::ResumeCompleted))
+                .is_ok_and(|s| matches!(s, DeviceState::Resume | DeviceState::ResumeCompleted))
         {
-            let _ = self.set_state(State::Failed);
+            let _ = self.set_state(DeviceState::Failed);
         }
         res
     }
 }
 
-fn is_saving_or_done(s: State) -> bool {
-    is_saving(s) || s == State::SaveCompleted
+fn is_saving_or_done(s: DeviceState) -> bool {
+    is_saving(s) || s == DeviceState::SaveCompleted
 }
 
 /// Reads until `buf` is full or EOF; returns the byte count.
@@ -902,405 +659,11 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    const HEADER: &str = include_str!("../../../include/vfio_migration.h");
-    const HEADER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../include");
-
-    /// Evaluates a macro body: integers, names of earlier macros, `<<`,
-    /// `+` and parentheses (all the header uses).
-    fn eval(expr: &str, defs: &HashMap<String, u64>) -> u64 {
-        fn toks(s: &str) -> Vec<String> {
-            let mut v = Vec::new();
-            let mut cur = String::new();
-            let mut chars = s.chars().peekable();
-            while let Some(c) = chars.next() {
-                if c.is_alphanumeric() || c == '_' {
-                    cur.push(c);
-                    continue;
-                }
-                if !cur.is_empty() {
-                    v.push(std::mem::take(&mut cur));
-                }
-                match c {
-                    '<' => {
-                        assert_eq!(chars.next(), Some('<'), "only << is supported in {s:?}");
-                        v.push("<<".into());
-                    }
-                    '(' | ')' | '+' => v.push(c.to_string()),
-                    c if c.is_whitespace() => {}
-                    _ => panic!("unsupported character {c:?} in {s:?}"),
-                }
-            }
-            if !cur.is_empty() {
-                v.push(cur);
-            }
-            v
-        }
-        // expr := sum ('<<' sum)? ; sum := atom ('+' atom)* ; atom := num | name | '(' expr ')'
-        fn atom(t: &[String], i: &mut usize, d: &HashMap<String, u64>) -> u64 {
-            let tok = &t[*i];
-            *i += 1;
-            if tok == "(" {
-                let v = shift(t, i, d);
-                assert_eq!(t[*i], ")");
-                *i += 1;
-                v
-            } else if let Some(h) = tok.strip_prefix("0x") {
-                u64::from_str_radix(h, 16).unwrap()
-            } else if tok.chars().all(|c| c.is_ascii_digit()) {
-                tok.parse().unwrap()
-            } else {
-                *d.get(tok).unwrap_or_else(|| panic!("unknown name {tok}"))
-            }
-        }
-        fn sum(t: &[String], i: &mut usize, d: &HashMap<String, u64>) -> u64 {
-            let mut v = atom(t, i, d);
-            while *i < t.len() && t[*i] == "+" {
-                *i += 1;
-                v += atom(t, i, d);
-            }
-            v
-        }
-        fn shift(t: &[String], i: &mut usize, d: &HashMap<String, u64>) -> u64 {
-            let mut v = sum(t, i, d);
-            while *i < t.len() && t[*i] == "<<" {
-                *i += 1;
-                v <<= sum(t, i, d);
-            }
-            v
-        }
-        let t = toks(expr);
-        let mut i = 0;
-        let v = shift(&t, &mut i, defs);
-        assert_eq!(i, t.len(), "trailing tokens in {expr:?}");
-        v
-    }
-
-    /// The header without comments, with continuation lines joined.
-    fn header_lines() -> Vec<String> {
-        let mut s = String::new();
-        let mut rest = HEADER;
-        while let Some(i) = rest.find("/*") {
-            s.push_str(&rest[..i]);
-            let j = rest[i..].find("*/").expect("closed comment");
-            rest = &rest[i + j + 2..];
-        }
-        s.push_str(rest);
-        s.replace("\\\n", " ").lines().map(str::to_string).collect()
-    }
-
-    /// `#define NAME VALUE` with a numeric value, evaluated.
-    fn defines() -> HashMap<String, u64> {
-        let mut d = HashMap::new();
-        for l in header_lines() {
-            let Some(rest) = l.trim().strip_prefix("#define") else {
-                continue;
-            };
-            let mut it = rest.trim().splitn(2, char::is_whitespace);
-            let name = it.next().unwrap().to_string();
-            let Some(body) = it.next().map(str::trim).filter(|b| !b.is_empty()) else {
-                continue; // include guards
-            };
-            let v = eval(body, &d);
-            d.insert(name, v);
-        }
-        d
-    }
-
-    /// The members of the struct, dotted (`pending.compatible`), with their
-    /// packed offsets and sizes.
-    fn struct_fields() -> Vec<(String, u64, u64)> {
-        let lines = header_lines();
-        let start = lines
-            .iter()
-            .position(|l| l.trim() == "struct vfio_device_migration_info {")
-            .expect("struct in the header");
-        let mut out = Vec::new();
-        let mut off = 0;
-        let mut inner: Vec<(String, u64, u64)> = Vec::new();
-        let mut in_sub = false;
-        for l in &lines[start + 1..] {
-            let l = l.trim();
-            if l.is_empty() {
-                continue;
-            }
-            if l == "struct {" {
-                in_sub = true;
-                inner.clear();
-            } else if let Some(name) = l.strip_prefix("} ").and_then(|r| r.strip_suffix(';')) {
-                if in_sub {
-                    in_sub = false;
-                    for (n, o, w) in inner.drain(..) {
-                        out.push((format!("{name}.{n}"), o, w));
-                    }
-                } else {
-                    assert_eq!(name, "__attribute__((packed))", "the struct is packed");
-                    return out;
-                }
-            } else {
-                let (ty, name) = l.split_once(' ').expect("type and name");
-                let w = match ty {
-                    "__u32" => 4,
-                    "__u64" => 8,
-                    _ => panic!("unexpected type {ty}"),
-                };
-                let name = name.trim().trim_end_matches(';').to_string();
-                if in_sub {
-                    inner.push((name, off, w));
-                } else {
-                    out.push((name, off, w));
-                }
-                off += w;
-            }
-        }
-        panic!("struct not closed");
-    }
-
-    #[test]
-    fn header_defines_match() {
-        let d = defines();
-        let want: &[(&str, u64)] = &[
-            ("VFIO_MIG_REGION_TYPE", VFIO_REGION_TYPE_MIGRATION as u64),
-            (
-                "VFIO_MIG_REGION_SUBTYPE",
-                VFIO_REGION_SUBTYPE_MIGRATION as u64,
-            ),
-            (
-                "VFIO_REGION_TYPE_MIGRATION",
-                VFIO_REGION_TYPE_MIGRATION as u64,
-            ),
-            (
-                "VFIO_REGION_SUBTYPE_MIGRATION",
-                VFIO_REGION_SUBTYPE_MIGRATION as u64,
-            ),
-            ("VFIO_MIG_INFO_SIZE", INFO_SIZE),
-            ("VFIO_MIG_REGION_DATA_OFFSET", DATA_OFFSET),
-            ("VFIO_MIG_DEFAULT_DATA_LEN", DEFAULT_DATA_LEN),
-            ("VFIO_MIG_DEFAULT_BITMAP_LEN", DEFAULT_BITMAP_LEN),
-            ("VFIO_MIG_DEFAULT_BITMAP_OFFSET", DEFAULT_BITMAP_OFFSET),
-            ("VFIO_MIG_DEFAULT_REGION_SIZE", DEFAULT_REGION_SIZE),
-            ("VFIO_MIG_DIRTY_PAGE_SIZE", DIRTY_PAGE_SIZE),
-            ("VFIO_MIG_NUM_STATES", NUM_STATES as u64),
-        ];
-        for (name, v) in want {
-            assert_eq!(d.get(*name), Some(v), "#define {name}");
-        }
-        for f in Field::ALL {
-            assert_eq!(
-                d.get(f.header_macro()),
-                Some(&f.offset()),
-                "#define {} (offset of {})",
-                f.header_macro(),
-                f.name()
-            );
-        }
-        // Nothing in the header that the Rust side does not know.
-        let known: Vec<&str> = want
-            .iter()
-            .map(|(n, _)| *n)
-            .chain(Field::ALL.iter().map(|f| f.header_macro()))
-            .collect();
-        for name in d.keys() {
-            assert!(
-                known.contains(&name.as_str()),
-                "#define {name} is not mirrored in Rust"
-            );
-        }
-    }
-
-    #[test]
-    fn header_struct_matches() {
-        let fields = struct_fields();
-        let names: Vec<&str> = fields.iter().map(|(n, _, _)| n.as_str()).collect();
-        let want: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
-        assert_eq!(names, want, "struct members in order");
-        for ((name, off, w), f) in fields.iter().zip(Field::ALL) {
-            assert_eq!(*off, f.offset(), "offset of {name}");
-            assert_eq!(*w, f.width() as u64, "size of {name}");
-        }
-        let (_, last_off, last_w) = fields.last().unwrap();
-        assert_eq!(last_off + last_w, INFO_SIZE, "sizeof the struct");
-    }
-
-    #[test]
-    fn header_states_match() {
-        let lines = header_lines();
-        let start = lines
-            .iter()
-            .position(|l| l.trim() == "enum {")
-            .expect("enum");
-        let names: Vec<String> = lines[start + 1..]
-            .iter()
-            .map(|l| l.trim())
-            .take_while(|l| *l != "};")
-            .filter(|l| !l.is_empty())
-            .map(|l| l.trim_end_matches(',').to_string())
-            .collect();
-        let want: Vec<String> = State::ALL.iter().map(|s| s.c_name()).collect();
-        assert_eq!(names, want, "enum members (values 0..10 in order)");
-        for (i, s) in State::ALL.iter().enumerate() {
-            assert_eq!(s.raw(), i as u32);
-            assert_eq!(State::from_raw(i as u32), Some(*s));
-        }
-        assert_eq!(State::from_raw(NUM_STATES), None);
-        assert_eq!(State::from_raw(u32::MAX), None);
-    }
-
-    fn cc(src: &str, defines: &[&str]) -> std::process::Output {
-        let dir = std::env::temp_dir().join(format!("vfio-mig-hdr-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let file = dir.join(format!("t{n}.c"));
-        std::fs::write(&file, src).unwrap();
-        let mut cmd = std::process::Command::new(std::env::var("CC").unwrap_or("cc".into()));
-        cmd.args([
-            "-std=c11",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-fsyntax-only",
-        ])
-        .arg("-I")
-        .arg(HEADER_DIR);
-        for d in defines {
-            cmd.arg(format!("-D{d}"));
-        }
-        let out = cmd
-            .arg(&file)
-            .output()
-            .expect("run cc (the C compiler Rust links with)");
-        let _ = std::fs::remove_file(&file);
-        let _ = std::fs::remove_dir(&dir); // fails while other tests use it
-        out
-    }
-
-    #[test]
-    fn header_compiles_with_layout() {
-        let mut src = String::from("#include <stddef.h>\n#include \"vfio_migration.h\"\n");
-        src += "#define S struct vfio_device_migration_info\n";
-        src += &format!("_Static_assert(sizeof(S) == {INFO_SIZE}, \"size\");\n");
-        for f in Field::ALL {
-            src += &format!(
-                "_Static_assert(offsetof(S, {n}) == {o} && {m} == {o} && sizeof(((S *)0)->{n}) \
-                 == {w}, \"{n}\");\n",
-                n = f.name(),
-                o = f.offset(),
-                m = f.header_macro(),
-                w = f.width()
-            );
-        }
-        for s in State::ALL {
-            src += &format!(
-                "_Static_assert({} == {}, \"state\");\n",
-                s.c_name(),
-                s.raw()
-            );
-        }
-        src += &format!(
-            "_Static_assert(VFIO_REGION_TYPE_MIGRATION == {}u && VFIO_REGION_SUBTYPE_MIGRATION \
-             == {}, \"type\");\n",
-            VFIO_REGION_TYPE_MIGRATION, VFIO_REGION_SUBTYPE_MIGRATION
-        );
-        let out = cc(&src, &[]);
-        assert!(
-            out.status.success(),
-            "the header with layout checks does not compile:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    #[test]
-    fn header_refuses_linux_vfio_h() {
-        // With <linux/vfio.h> first, the full header stops with its #error;
-        // with VFIO_MIGRATION_CONSTANTS_ONLY it gives the VFIO_MIG_* names.
-        let both = "#include <linux/vfio.h>\n#include \"vfio_migration.h\"\n";
-        let out = cc(both, &[]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success(),
-            "linux/vfio.h + vfio_migration.h compiled"
-        );
-        assert!(
-            err.contains("VFIO_MIGRATION_CONSTANTS_ONLY"),
-            "the failure is not our #error:\n{err}"
-        );
-        let only = format!(
-            "#include <linux/vfio.h>\n#include \"vfio_migration.h\"\n\
-             _Static_assert(VFIO_MIG_REGION_TYPE == {}u, \"t\");\n\
-             _Static_assert(VFIO_MIG_OFF_DIRTY_COPIED == 68, \"c\");\n\
-             _Static_assert(sizeof(struct vfio_region_info_cap_type) == 16, \"linux/vfio.h\");\n",
-            VFIO_REGION_TYPE_MIGRATION
-        );
-        let out = cc(&only, &["VFIO_MIGRATION_CONSTANTS_ONLY"]);
-        assert!(
-            out.status.success(),
-            "constants-only mode does not compile with linux/vfio.h:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    #[test]
-    fn abi_doc_examples_compile() {
-        // The C blocks of Documentation/migration-abi.rst, against the header.
-        let doc = include_str!("../../../Documentation/migration-abi.rst");
-        let mut blocks = Vec::new();
-        let mut lines = doc.lines().peekable();
-        while let Some(l) = lines.next() {
-            if l.trim() != ".. code-block:: c" {
-                continue;
-            }
-            let mut code = String::new();
-            while let Some(l) = lines.peek() {
-                if !l.is_empty() && !l.starts_with("   ") {
-                    break;
-                }
-                code += l.strip_prefix("   ").unwrap_or(l);
-                code.push('\n');
-                lines.next();
-            }
-            blocks.push(code);
-        }
-        assert_eq!(blocks.len(), 2, "C blocks in migration-abi.rst");
-        for b in &blocks {
-            let out = cc(b, &[]);
-            assert!(
-                out.status.success(),
-                "a C block of migration-abi.rst does not compile:\n{}\n{b}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-
-    #[test]
-    fn fields_cover_the_struct() {
-        let mut end = 0;
-        for f in Field::ALL {
-            assert_eq!(f.offset(), end, "{f} follows the previous field");
-            end += f.width() as u64;
-        }
-        assert_eq!(end, INFO_SIZE);
-        let outputs: Vec<Field> = Field::ALL.into_iter().filter(|f| !f.writable()).collect();
-        assert_eq!(
-            outputs,
-            [
-                Field::PrecopyOnly,
-                Field::Compatible,
-                Field::PostcopyOnly,
-                Field::DirtyCopied
-            ]
-        );
-    }
 
     #[test]
     fn names() {
-        assert_eq!(State::StopNCopy.to_string(), "MIGRATION_STOPNCOPY");
-        assert_eq!(
-            State::ResumeCompleted.c_name(),
-            "VFIO_DEVICE_STATE_MIGRATION_RESUME_COMPLETED"
-        );
+        assert_eq!(DeviceState::StopNCopy.to_string(), "MIGRATION_STOPNCOPY");
+        assert_eq!(Field::DirtyStartAddr.to_string(), "dirty_pfns.start_addr");
         assert_eq!(state_name(3), "MIGRATION_PRECOPY");
         assert_eq!(state_name(10), "10 (not a state)");
         let e = Error::Migration {
@@ -1324,7 +687,7 @@ mod tests {
                 | vfio::VFIO_REGION_INFO_FLAG_WRITE
                 | vfio::VFIO_REGION_INFO_FLAG_CAPS,
             cap_offset: 32,
-            size: DEFAULT_REGION_SIZE,
+            size: crate::abi::migration::REGION_SIZE,
             offset: 9 << 40,
             caps: Vec::new(),
         };

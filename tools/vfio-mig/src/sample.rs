@@ -5,142 +5,30 @@
 
 use std::time::{Duration, Instant};
 
+use crate::abi::bar0::{
+    self, BG_ENABLE, DMA_CMD_FILL, DMA_CMD_FROM_GUEST, DMA_CMD_TO_GUEST, DMA_STATUS_DONE,
+    DMA_STATUS_ERROR, DMA_STATUS_IDLE, RING_PINNED, RING_WRITABLE,
+};
+use crate::abi::{config, region};
 use crate::device::Device;
 use crate::error::{Error, Result};
-
-/// VFIO region index of BAR0 (registers).
-pub const BAR0: u32 = 0;
-/// VFIO region index of BAR2 (device memory).
-pub const BAR2: u32 = 2;
-
-/// BAR0 register offsets.
-pub mod reg {
-    pub const ID: u64 = 0x00;
-    pub const VERSION: u64 = 0x04;
-    pub const SCRATCH: u64 = 0x08;
-    pub const STATUS: u64 = 0x0c;
-    pub const IRQ_STATUS: u64 = 0x10;
-    pub const IRQ_ENABLE: u64 = 0x14;
-    pub const DOORBELL: u64 = 0x18;
-    pub const MEM_SIZE: u64 = 0x1c;
-    pub const IRQ_COUNT: u64 = 0x20;
-    pub const DMA_DEV_OFF: u64 = 0x40;
-    pub const DMA_IOVA_LO: u64 = 0x44;
-    pub const DMA_IOVA_HI: u64 = 0x48;
-    pub const DMA_LEN: u64 = 0x4c;
-    pub const DMA_PATTERN: u64 = 0x50;
-    pub const DMA_CMD: u64 = 0x54;
-    pub const DMA_STATUS: u64 = 0x58;
-    pub const DMA_ERROR: u64 = 0x5c;
-    pub const DMA_CTRL: u64 = 0x60;
-    pub const DMA_COMPLETED: u64 = 0x64;
-    pub const RING_IOVA_LO: u64 = 0x70;
-    pub const RING_IOVA_HI: u64 = 0x74;
-    pub const RING_PAGES: u64 = 0x78;
-    pub const RING_CTRL: u64 = 0x7c;
-    pub const RING_ERROR: u64 = 0x80;
-    pub const PINNED_PAGES: u64 = 0x84;
-    pub const BG_IOVA_LO: u64 = 0x90;
-    pub const BG_IOVA_HI: u64 = 0x94;
-    pub const BG_PAGES: u64 = 0x98;
-    pub const BG_RATE: u64 = 0x9c;
-    pub const BG_CTRL: u64 = 0xa0;
-    pub const BG_WRITES: u64 = 0xa4;
-    pub const BG_ERROR: u64 = 0xa8;
-    pub const BG_CURSOR: u64 = 0xac;
-    /// First offset past the implemented registers.
-    pub const END: u64 = 0xb0;
-
-    /// Every implemented register with its name, by offset.
-    pub const NAMED: &[(u64, &str)] = &[
-        (ID, "ID"),
-        (VERSION, "VERSION"),
-        (SCRATCH, "SCRATCH"),
-        (STATUS, "STATUS"),
-        (IRQ_STATUS, "IRQ_STATUS"),
-        (IRQ_ENABLE, "IRQ_ENABLE"),
-        (DOORBELL, "DOORBELL"),
-        (MEM_SIZE, "MEM_SIZE"),
-        (IRQ_COUNT, "IRQ_COUNT"),
-        (DMA_DEV_OFF, "DMA_DEV_OFF"),
-        (DMA_IOVA_LO, "DMA_IOVA_LO"),
-        (DMA_IOVA_HI, "DMA_IOVA_HI"),
-        (DMA_LEN, "DMA_LEN"),
-        (DMA_PATTERN, "DMA_PATTERN"),
-        (DMA_CMD, "DMA_CMD"),
-        (DMA_STATUS, "DMA_STATUS"),
-        (DMA_ERROR, "DMA_ERROR"),
-        (DMA_CTRL, "DMA_CTRL"),
-        (DMA_COMPLETED, "DMA_COMPLETED"),
-        (RING_IOVA_LO, "RING_IOVA_LO"),
-        (RING_IOVA_HI, "RING_IOVA_HI"),
-        (RING_PAGES, "RING_PAGES"),
-        (RING_CTRL, "RING_CTRL"),
-        (RING_ERROR, "RING_ERROR"),
-        (PINNED_PAGES, "PINNED_PAGES"),
-        (BG_IOVA_LO, "BG_IOVA_LO"),
-        (BG_IOVA_HI, "BG_IOVA_HI"),
-        (BG_PAGES, "BG_PAGES"),
-        (BG_RATE, "BG_RATE"),
-        (BG_CTRL, "BG_CTRL"),
-        (BG_WRITES, "BG_WRITES"),
-        (BG_ERROR, "BG_ERROR"),
-        (BG_CURSOR, "BG_CURSOR"),
-    ];
-
-    /// The register's name, or `0x..` for an unimplemented offset.
-    pub fn name(off: u64) -> String {
-        NAMED
-            .iter()
-            .find(|(o, _)| *o == off)
-            .map_or_else(|| format!("{off:#04x}"), |(_, n)| n.to_string())
-    }
-}
-
-/// VFIO region index of PCI configuration space.
-pub const CONFIG: u32 = 7;
-/// Size of the configuration space.
-pub const CONFIG_SIZE: usize = 256;
-
-/// `ID` of every sample device ("VMS1").
-pub const ID_VALUE: u32 = 0x564d_5331;
-/// `STATUS` bit: stopped for migration.
-pub const STATUS_QUIESCED: u32 = 1 << 0;
-/// `IRQ_STATUS` / `IRQ_ENABLE` causes.
-pub const IRQ_DOORBELL: u32 = 1 << 0;
-pub const IRQ_DMA_DONE: u32 = 1 << 1;
-pub const IRQ_DMA_ERROR: u32 = 1 << 2;
 
 /// `DMA_CMD` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum DmaCmd {
     /// Device memory to guest memory.
-    ToGuest = 1,
+    ToGuest = DMA_CMD_TO_GUEST,
     /// Guest memory to device memory.
-    FromGuest = 2,
+    FromGuest = DMA_CMD_FROM_GUEST,
     /// Guest memory filled with `DMA_PATTERN`.
-    Fill = 3,
+    Fill = DMA_CMD_FILL,
 }
 
-/// `DMA_STATUS` values.
-pub const DMA_IDLE: u32 = 0;
-pub const DMA_QUEUED: u32 = 1;
-pub const DMA_DONE: u32 = 2;
-pub const DMA_FAILED: u32 = 3;
-/// `DMA_CTRL` bit: queued commands wait.
-pub const DMA_CTRL_PAUSE: u32 = 1 << 0;
-/// `RING_CTRL` bits.
-pub const RING_PINNED: u32 = 1 << 0;
-pub const RING_WRITABLE: u32 = 1 << 1;
-/// Most pages a ring may have.
-pub const RING_MAX_PAGES: u32 = 512;
-/// `BG_CTRL` bit.
-pub const BG_ENABLE: u32 = 1 << 0;
-/// Marker in every page the background writer stamps ("BGWR").
-pub const BG_MAGIC: u32 = 0x5257_4742;
-/// Bytes the background writer stamps at the start of a page.
-pub const BG_STAMP_LEN: usize = 16;
+/// The name of a BAR0 register, or `0x..` for an unimplemented offset.
+pub fn register_name(offset: u32) -> String {
+    bar0::name(offset).map_or_else(|| format!("{offset:#04x}"), str::to_string)
+}
 
 /// The module's count of pinned guest pages (debugfs, needs debugfs mounted).
 pub const PINNED_PAGES_DEBUGFS: &str = "/sys/kernel/debug/vfio_mig_sample/pinned_pages";
@@ -166,15 +54,17 @@ pub enum DmaOutcome {
 pub struct Regs<'a>(pub &'a Device);
 
 impl Regs<'_> {
-    pub fn read(&self, off: u64) -> Result<u32> {
-        self.0.read32(BAR0, off)
+    /// Reads the register at `off` (a `bar0` offset).
+    pub fn read(&self, off: u32) -> Result<u32> {
+        self.0.read32(region::BAR0, u64::from(off))
     }
 
-    pub fn write(&self, off: u64, v: u32) -> Result<()> {
-        self.0.write32(BAR0, off, v)
+    /// Writes the register at `off`.
+    pub fn write(&self, off: u32, v: u32) -> Result<()> {
+        self.0.write32(region::BAR0, u64::from(off), v)
     }
 
-    fn write_iova(&self, lo: u64, iova: u64) -> Result<()> {
+    fn write_iova(&self, lo: u32, iova: u64) -> Result<()> {
         self.write(lo, iova as u32)?;
         self.write(lo + 4, (iova >> 32) as u32)
     }
@@ -188,21 +78,21 @@ impl Regs<'_> {
         len: u32,
         pattern: u32,
     ) -> Result<()> {
-        self.write_iova(reg::DMA_IOVA_LO, iova)?;
-        self.write(reg::DMA_DEV_OFF, dev_off)?;
-        self.write(reg::DMA_LEN, len)?;
-        self.write(reg::DMA_PATTERN, pattern)?;
-        self.write(reg::DMA_CMD, cmd as u32)
+        self.write_iova(bar0::DMA_IOVA_LO, iova)?;
+        self.write(bar0::DMA_DEV_OFF, dev_off)?;
+        self.write(bar0::DMA_LEN, len)?;
+        self.write(bar0::DMA_PATTERN, pattern)?;
+        self.write(bar0::DMA_CMD, cmd as u32)
     }
 
     /// Polls `DMA_STATUS` until the queued command finished.
     pub fn wait_dma(&self, timeout: Duration) -> Result<DmaOutcome> {
         let start = Instant::now();
         loop {
-            match self.read(reg::DMA_STATUS)? {
-                DMA_DONE => return Ok(DmaOutcome::Done),
-                DMA_FAILED => return Ok(DmaOutcome::Failed(self.read(reg::DMA_ERROR)?)),
-                DMA_IDLE => {
+            match self.read(bar0::DMA_STATUS)? {
+                DMA_STATUS_DONE => return Ok(DmaOutcome::Done),
+                DMA_STATUS_ERROR => return Ok(DmaOutcome::Failed(self.read(bar0::DMA_ERROR)?)),
+                DMA_STATUS_IDLE => {
                     return Err(Error::Invalid(
                         "DMA_STATUS is IDLE: nothing was queued".into(),
                     ))
@@ -233,43 +123,43 @@ impl Regs<'_> {
     /// Pins the ring (`writable`: for device writes too); returns
     /// `RING_ERROR` (0 on success).
     pub fn pin_ring(&self, iova: u64, pages: u32, writable: bool) -> Result<u32> {
-        self.write_iova(reg::RING_IOVA_LO, iova)?;
-        self.write(reg::RING_PAGES, pages)?;
+        self.write_iova(bar0::RING_IOVA_LO, iova)?;
+        self.write(bar0::RING_PAGES, pages)?;
         let ctrl = RING_PINNED | if writable { RING_WRITABLE } else { 0 };
-        self.write(reg::RING_CTRL, ctrl)?;
-        if self.read(reg::RING_CTRL)? & RING_PINNED != 0 {
+        self.write(bar0::RING_CTRL, ctrl)?;
+        if self.read(bar0::RING_CTRL)? & RING_PINNED != 0 {
             Ok(0)
         } else {
-            self.read(reg::RING_ERROR)
+            self.read(bar0::RING_ERROR)
         }
     }
 
     /// Releases the ring.
     pub fn unpin_ring(&self) -> Result<()> {
-        self.write(reg::RING_CTRL, 0)
+        self.write(bar0::RING_CTRL, 0)
     }
 
     /// Starts the background writer; returns `BG_ERROR` (0 on success).
     pub fn start_writer(&self, iova: u64, pages: u32, rate: u32) -> Result<u32> {
-        self.write_iova(reg::BG_IOVA_LO, iova)?;
-        self.write(reg::BG_PAGES, pages)?;
-        self.write(reg::BG_RATE, rate)?;
-        self.write(reg::BG_CTRL, BG_ENABLE)?;
-        if self.read(reg::BG_CTRL)? & BG_ENABLE != 0 {
+        self.write_iova(bar0::BG_IOVA_LO, iova)?;
+        self.write(bar0::BG_PAGES, pages)?;
+        self.write(bar0::BG_RATE, rate)?;
+        self.write(bar0::BG_CTRL, BG_ENABLE)?;
+        if self.read(bar0::BG_CTRL)? & BG_ENABLE != 0 {
             Ok(0)
         } else {
-            self.read(reg::BG_ERROR)
+            self.read(bar0::BG_ERROR)
         }
     }
 
     /// Stops the background writer.
     pub fn stop_writer(&self) -> Result<()> {
-        self.write(reg::BG_CTRL, 0)
+        self.write(bar0::BG_CTRL, 0)
     }
 
-    /// Every implemented BAR0 register, `0..reg::END` in dwords.
+    /// Every implemented BAR0 register, `0..bar0::END` in dwords.
     pub fn snapshot(&self) -> Result<Vec<u32>> {
-        (0..reg::END / 4).map(|i| self.read(i * 4)).collect()
+        (0..bar0::END / 4).map(|i| self.read(i * 4)).collect()
     }
 }
 
@@ -278,7 +168,7 @@ impl Regs<'_> {
 /// snapshots are the same device as far as the guest can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSnapshot {
-    /// BAR0 dwords `0..reg::END`.
+    /// BAR0 dwords `0..bar0::END`.
     pub regs: Vec<u32>,
     /// The 256 bytes of configuration space.
     pub config: Vec<u8>,
@@ -291,15 +181,15 @@ impl DeviceSnapshot {
     /// this works in every state (also quiesced).
     pub fn take(dev: &Device) -> Result<Self> {
         let regs = Regs(dev).snapshot()?;
-        let mut config = vec![0u8; CONFIG_SIZE];
-        dev.read_region(CONFIG, 0, &mut config)?;
-        let size = dev.region_info(BAR2)?.size;
+        let mut config = vec![0u8; config::SIZE];
+        dev.read_region(region::CONFIG, 0, &mut config)?;
+        let size = dev.region_info(region::BAR2)?.size;
         let size = usize::try_from(size)
             .map_err(|_| Error::Invalid(format!("BAR2 of {} bytes is too large", size)))?;
         let mut memory = vec![0u8; size];
         // Bounded reads: one pread per 64 KiB keeps each kernel access short.
         for (i, chunk) in memory.chunks_mut(1 << 16).enumerate() {
-            dev.read_region(BAR2, (i as u64) << 16, chunk)?;
+            dev.read_region(region::BAR2, (i as u64) << 16, chunk)?;
         }
         Ok(DeviceSnapshot {
             regs,
@@ -319,7 +209,7 @@ impl DeviceSnapshot {
             .zip(&other.regs)
             .enumerate()
             .filter(|(_, (a, b))| a != b)
-            .map(|(i, (a, b))| format!("{} {a:#x} vs {b:#x}", reg::name(i as u64 * 4)))
+            .map(|(i, (a, b))| format!("{} {a:#x} vs {b:#x}", register_name(i as u32 * 4)))
             .collect();
         if self.regs.len() != other.regs.len() {
             out.push(format!(
@@ -366,16 +256,16 @@ mod tests {
 
     #[test]
     fn register_names_cover_the_map() {
-        assert_eq!(reg::name(reg::BG_CURSOR), "BG_CURSOR");
-        assert_eq!(reg::name(0x24), "0x24");
-        let mut offs: Vec<u64> = reg::NAMED.iter().map(|(o, _)| *o).collect();
+        assert_eq!(register_name(bar0::BG_CURSOR), "BG_CURSOR");
+        assert_eq!(register_name(0x24), "0x24");
+        let mut offs: Vec<u32> = bar0::REGISTERS.iter().map(|(o, _)| *o).collect();
         offs.sort_unstable();
         offs.dedup();
-        assert_eq!(offs.len(), reg::NAMED.len(), "no offset twice");
-        assert!(offs.iter().all(|o| o % 4 == 0 && *o < reg::END));
+        assert_eq!(offs.len(), bar0::REGISTERS.len(), "no offset twice");
+        assert!(offs.iter().all(|o| o % 4 == 0 && *o < bar0::END));
         assert_eq!(
-            reg::BG_CURSOR + 4,
-            reg::END,
+            bar0::BG_CURSOR + 4,
+            bar0::END,
             "END follows the last register"
         );
     }
@@ -383,13 +273,13 @@ mod tests {
     #[test]
     fn snapshot_differences_name_the_first() {
         let a = DeviceSnapshot {
-            regs: vec![0; (reg::END / 4) as usize],
-            config: vec![0; CONFIG_SIZE],
+            regs: vec![0; (bar0::END / 4) as usize],
+            config: vec![0; config::SIZE],
             memory: vec![0; 3 * 4096],
         };
         assert!(a.differences(&a.clone()).is_empty());
         let mut b = a.clone();
-        b.regs[(reg::BG_WRITES / 4) as usize] = 7;
+        b.regs[(bar0::BG_WRITES / 4) as usize] = 7;
         b.config[0x04] = 6;
         b.memory[4097] = 1;
         b.memory[2 * 4096] = 1;

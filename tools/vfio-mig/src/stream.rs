@@ -9,16 +9,11 @@
 
 use std::fmt;
 
-/// The first eight bytes of every stream.
-pub const MAGIC: &[u8; 8] = b"VMSSTATE";
-/// Size of the header.
-pub const HEADER_LEN: usize = 32;
-/// Size of a record head (tag and body length).
-pub const RECORD_HEAD_LEN: usize = 8;
-/// Body length of a page record (index and page).
-pub const PAGE_BODY_LEN: u32 = 8 + 4096;
-/// Body length of the end record (length and two checksums).
-pub const END_BODY_LEN: u32 = 24;
+use crate::abi::stream::{
+    END_BODY_LEN, HEADER_LEN, HEADER_MEMORY_SIZE, HEADER_PAGE_SIZE, HEADER_REGISTER_LEN,
+    HEADER_TYPE_ID, HEADER_VERSION, MAGIC, PAGE_BODY_LEN, RECORD_HEAD_LEN, TAG_END, TAG_PAGE,
+    TAG_REGS,
+};
 
 /// The stream header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,70 +103,84 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 /// Walks a whole stream: header, records, end record, nothing after.
 /// Fails with a description of the first thing that does not fit.
 pub fn walk(s: &[u8]) -> Result<Layout, String> {
-    if s.len() < HEADER_LEN {
-        return Err(format!("{} bytes: shorter than the header", s.len()));
-    }
-    if &s[..8] != MAGIC {
-        return Err(format!("bad magic {:02x?}", &s[..8]));
-    }
-    let header = Header {
-        version: u32_at(s, 8),
-        type_id: u32_at(s, 12),
-        mem_size: u64_at(s, 16),
-        page_size: u32_at(s, 24),
-        reg_len: u32_at(s, 28),
-    };
+    let header = read_header(s)?;
     let mut records = Vec::new();
     let mut off = HEADER_LEN;
     loop {
-        if off + RECORD_HEAD_LEN > s.len() {
-            return Err(format!(
-                "truncated: record head at {off:#x} runs past the end"
-            ));
-        }
-        let tag = &s[off..off + 4];
-        let body = u32_at(s, off + 4);
-        let (want, kind) = match tag {
-            b"PAGE" => (PAGE_BODY_LEN, None),
-            b"REGS" => (header.reg_len, Some(Kind::Regs)),
-            b"END." => (END_BODY_LEN, None),
-            _ => return Err(format!("unknown tag {tag:02x?} at {off:#x}")),
-        };
-        if body != want {
-            return Err(format!(
-                "record {:?} at {off:#x} has body length {body}, want {want}",
-                String::from_utf8_lossy(tag)
-            ));
-        }
-        let len = RECORD_HEAD_LEN + body as usize;
-        if off + len > s.len() {
-            return Err(format!("truncated: record at {off:#x} runs past the end"));
-        }
-        let kind = kind.unwrap_or_else(|| {
-            let v = u64_at(s, off + RECORD_HEAD_LEN);
-            if tag == b"PAGE" {
-                Kind::Page(v)
-            } else {
-                Kind::End(v)
-            }
-        });
-        records.push(Record {
-            offset: off,
-            len,
-            kind,
-        });
-        off += len;
-        if matches!(kind, Kind::End(_)) {
+        let r = read_record(s, off, &header)?;
+        records.push(r);
+        off += r.len;
+        if matches!(r.kind, Kind::End(_)) {
             if off != s.len() {
                 return Err(format!(
                     "{} bytes after the end record at {:#x}",
                     s.len() - off,
-                    off - len
+                    r.offset
                 ));
             }
             return Ok(Layout { header, records });
         }
     }
+}
+
+fn read_header(s: &[u8]) -> Result<Header, String> {
+    if s.len() < HEADER_LEN {
+        return Err(format!("{} bytes: shorter than the header", s.len()));
+    }
+    if s[..MAGIC.len()] != MAGIC {
+        return Err(format!("bad magic {:02x?}", &s[..MAGIC.len()]));
+    }
+    Ok(Header {
+        version: u32_at(s, HEADER_VERSION),
+        type_id: u32_at(s, HEADER_TYPE_ID),
+        mem_size: u64_at(s, HEADER_MEMORY_SIZE),
+        page_size: u32_at(s, HEADER_PAGE_SIZE),
+        reg_len: u32_at(s, HEADER_REGISTER_LEN),
+    })
+}
+
+/// The record at `off`, checked against its tag's body length.
+fn read_record(s: &[u8], off: usize, header: &Header) -> Result<Record, String> {
+    if off + RECORD_HEAD_LEN > s.len() {
+        return Err(format!(
+            "truncated: record head at {off:#x} runs past the end"
+        ));
+    }
+    let tag = u32_at(s, off);
+    let body = u32_at(s, off + 4) as usize;
+    let want = match tag {
+        TAG_PAGE => PAGE_BODY_LEN,
+        TAG_REGS => header.reg_len as usize,
+        TAG_END => END_BODY_LEN,
+        _ => {
+            return Err(format!(
+                "unknown tag {:02x?} at {off:#x}",
+                tag.to_le_bytes()
+            ))
+        }
+    };
+    if body != want {
+        return Err(format!(
+            "record {:?} at {off:#x} has body length {body}, want {want}",
+            String::from_utf8_lossy(&tag.to_le_bytes())
+        ));
+    }
+    let len = RECORD_HEAD_LEN + body;
+    if off + len > s.len() {
+        return Err(format!("truncated: record at {off:#x} runs past the end"));
+    }
+    // Page and end records start their body with a u64: the page index, the
+    // stream length before the end record.
+    let kind = match tag {
+        TAG_PAGE => Kind::Page(u64_at(s, off + RECORD_HEAD_LEN)),
+        TAG_REGS => Kind::Regs,
+        _ => Kind::End(u64_at(s, off + RECORD_HEAD_LEN)),
+    };
+    Ok(Record {
+        offset: off,
+        len,
+        kind,
+    })
 }
 
 #[cfg(test)]
@@ -182,7 +191,7 @@ mod tests {
     /// (the checksum is not computed: the walker does not check it).
     fn fake(pages: u64, r: u32) -> Vec<u8> {
         let mut s = Vec::new();
-        s.extend_from_slice(MAGIC);
+        s.extend_from_slice(&MAGIC);
         s.extend_from_slice(&1u32.to_le_bytes());
         s.extend_from_slice(&1u32.to_le_bytes());
         s.extend_from_slice(&(pages * 4096).to_le_bytes());
@@ -190,7 +199,7 @@ mod tests {
         s.extend_from_slice(&r.to_le_bytes());
         for i in 0..pages {
             s.extend_from_slice(b"PAGE");
-            s.extend_from_slice(&PAGE_BODY_LEN.to_le_bytes());
+            s.extend_from_slice(&(PAGE_BODY_LEN as u32).to_le_bytes());
             s.extend_from_slice(&i.to_le_bytes());
             s.extend_from_slice(&[i as u8; 4096]);
         }
@@ -199,7 +208,7 @@ mod tests {
         s.extend(std::iter::repeat_n(0xab, r as usize));
         let l = s.len() as u64;
         s.extend_from_slice(b"END.");
-        s.extend_from_slice(&END_BODY_LEN.to_le_bytes());
+        s.extend_from_slice(&(END_BODY_LEN as u32).to_le_bytes());
         s.extend_from_slice(&l.to_le_bytes());
         s.extend_from_slice(&[0; 16]);
         s

@@ -78,12 +78,6 @@ pub const IOMMU_IOAS_MAP_WRITEABLE: u32 = 1 << 1;
 /// `IOMMU_IOAS_MAP_READABLE`.
 pub const IOMMU_IOAS_MAP_READABLE: u32 = 1 << 2;
 
-/// Region type of the migration region (the 2018 RFC's value; not in any
-/// kernel's `linux/vfio.h`).
-pub const VFIO_REGION_TYPE_MIGRATION_RFC: u32 = 1 << 30;
-/// Its subtype.
-pub const VFIO_REGION_SUBTYPE_MIGRATION_RFC: u32 = 1;
-
 /// `struct vfio_device_bind_iommufd` of Linux 6.12 (16 bytes).
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]

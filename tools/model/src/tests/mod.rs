@@ -3,6 +3,7 @@
 //! Host-only tests of the shared logic.
 
 mod bitmap;
+mod header;
 mod rng;
 mod state;
 mod stream;

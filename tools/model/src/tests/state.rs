@@ -2,9 +2,8 @@
 
 //! Tests of the state machine against an independent copy of the SPEC.
 
-use crate::state::{
-    plan, plan_raw, Action, DeviceState, Direction, InvalidTransition, StreamPhase, Transition,
-};
+use crate::abi::migration::DeviceState;
+use crate::state::{plan, plan_raw, Action, Direction, InvalidTransition, StreamPhase, Transition};
 
 /// SPEC section 2, copied literally by raw number: (from, allowed targets).
 /// 0 NONE, 1 RUNNING, 2 SETUP, 3 PRECOPY, 4 STOPNCOPY, 5 SAVE_COMPLETED,

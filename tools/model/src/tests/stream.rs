@@ -5,11 +5,15 @@
 //! truncation, trailing bytes, specific errors and garbage.
 
 use super::rng::Rng;
+use crate::abi::stream::{
+    END_BODY_LEN, END_RECORD_LEN, HEADER_LEN, HEADER_MEMORY_SIZE, HEADER_PAGE_SIZE,
+    HEADER_REGISTER_LEN, HEADER_TYPE_ID, HEADER_VERSION, MAGIC, PAGE_BODY_LEN, PAGE_RECORD_LEN,
+    PAGE_SIZE, RECORD_HEAD_LEN, TAG_END, TAG_PAGE, TAG_REGS, VERSION,
+};
 use crate::bitmap::{words_for, Bitmap};
 use crate::stream::{
     page_record_len, Checksum, Decoder, Encoder, Pending, RestoreSink, SaveSource, StreamError,
-    StreamParams, END_RECORD_LEN, HEADER_LEN, MAGIC, PAGE_RECORD_LEN, PAGE_SIZE, RECORD_HEAD_LEN,
-    TAG_END, TAG_PAGE, TAG_REGS, VERSION,
+    StreamParams,
 };
 
 type Dirty = Bitmap<Vec<u64>>;
@@ -254,6 +258,38 @@ fn constants() {
     let p = params(64, 100);
     assert_eq!(p.register_record_len(), 108);
     assert_eq!(p.full_stream_len(), Some(32 + 64 * 4112 + 108 + 32));
+}
+
+#[test]
+fn header_field_offsets() {
+    // The offsets the ABI names, against the independent builder.
+    let h = header_bytes(
+        &MAGIC,
+        0x0a0b_0c0d,
+        0x1112_1314,
+        0x2122_2324_2526_2728,
+        4096,
+        0x3132,
+    );
+    let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap());
+    assert_eq!(u32_at(HEADER_VERSION), 0x0a0b_0c0d);
+    assert_eq!(u32_at(HEADER_TYPE_ID), 0x1112_1314);
+    assert_eq!(
+        u64::from_le_bytes(
+            h[HEADER_MEMORY_SIZE..HEADER_MEMORY_SIZE + 8]
+                .try_into()
+                .unwrap()
+        ),
+        0x2122_2324_2526_2728
+    );
+    assert_eq!(u32_at(HEADER_PAGE_SIZE), 4096);
+    assert_eq!(u32_at(HEADER_REGISTER_LEN), 0x3132);
+    assert_eq!(HEADER_REGISTER_LEN + 4, HEADER_LEN);
+    assert_eq!(
+        record(b"PAGE", &[0; 8 + 4096]).len(),
+        RECORD_HEAD_LEN + PAGE_BODY_LEN
+    );
+    assert_eq!(end_record(&h).len(), RECORD_HEAD_LEN + END_BODY_LEN);
 }
 
 #[test]
