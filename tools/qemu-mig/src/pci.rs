@@ -13,7 +13,7 @@ const CONFIG_DATA: u16 = 0xcfc;
 /// The device's slot on bus 0 (`addr=` on QEMU's command line).
 pub const SLOT: u32 = 4;
 /// Size of the configuration space a conventional function has.
-pub const CONFIG_SIZE: usize = 256;
+const CONFIG_SIZE: usize = 256;
 const COMMAND: u32 = 0x04;
 const BAR0: u32 = 0x10;
 /// Command register: I/O and memory decoding, bus mastering.

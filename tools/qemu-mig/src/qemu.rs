@@ -183,60 +183,82 @@ pub fn args(dir: &RunDir, role: Role, device: Option<&Passthrough>) -> Vec<Strin
     a
 }
 
-/// A running QEMU with its two sockets connected.
-pub struct Vm {
-    pub role: Role,
+/// A QEMU process, killed when dropped if it still runs.
+pub struct Process {
+    role: Role,
     child: Child,
-    pub qtest: Qtest,
-    pub qmp: Qmp,
 }
 
-impl Vm {
-    pub fn start(
+impl Process {
+    /// Starts QEMU; [`Process::connect`] waits for its sockets. Two VMs
+    /// start in parallel this way (each takes seconds under TCG).
+    pub fn spawn(
         qemu: &Path,
         dir: &RunDir,
         role: Role,
         device: Option<&Passthrough>,
-    ) -> Result<Vm> {
-        let name = role.name();
-        let args = args(dir, role, device);
-        let stderr = fs::File::create(dir.file(name, "err"))?;
-        let mut child = Command::new(qemu)
-            .args(&args)
+    ) -> Result<Self> {
+        let stderr = fs::File::create(dir.file(role.name(), "err"))?;
+        let child = Command::new(qemu)
+            .args(args(dir, role, device))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("starting {}", qemu.display()))?;
+        Ok(Process { role, child })
+    }
+
+    /// Connects the qtest and QMP sockets.
+    pub fn connect(mut self, dir: &RunDir) -> Result<Vm> {
+        let name = self.role.name();
         let connected = (|| -> Result<(Qtest, Qmp)> {
-            let qtest = Qtest::new(connect(&mut child, &dir.file(name, "qtest"))?)?;
-            let qmp = Qmp::new(connect(&mut child, &dir.file(name, "qmp"))?)?;
+            let qtest = Qtest::new(connect(&mut self.child, &dir.file(name, "qtest"))?)?;
+            let qmp = Qmp::new(connect(&mut self.child, &dir.file(name, "qmp"))?)?;
             Ok((qtest, qmp))
         })();
         match connected {
             Ok((qtest, qmp)) => Ok(Vm {
-                role,
-                child,
+                role: self.role,
+                process: self,
                 qtest,
                 qmp,
             }),
             Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                drop(self);
                 Err(e.context(format!("{name} QEMU: {}", last_line(&dir.logs(name)))))
             }
         }
     }
+}
 
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running QEMU with its two sockets connected.
+pub struct Vm {
+    pub role: Role,
+    process: Process,
+    pub qtest: Qtest,
+    pub qmp: Qmp,
+}
+
+impl Vm {
     /// The exit status, if QEMU has exited.
     pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
-        Ok(self.child.try_wait()?)
+        Ok(self.process.child.try_wait()?)
     }
 
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) -> Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
+        self.process.child.kill()?;
+        self.process.child.wait()?;
         Ok(())
     }
 
@@ -259,15 +281,6 @@ impl Vm {
             sleep(Duration::from_millis(50));
         }
         Ok(())
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

@@ -78,6 +78,12 @@ impl Qtest {
         Ok(data)
     }
 
+    /// Sets `len` bytes of guest physical memory to `value`.
+    pub fn memset(&mut self, addr: u64, len: usize, value: u8) -> Result<()> {
+        self.cmd(&format!("memset {addr:#x} {len:#x} {value:#x}"))
+            .map(drop)
+    }
+
     /// Writes guest physical memory (RAM or MMIO).
     pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<()> {
         let line = format!("b64write {addr:#x} {:#x} {}", data.len(), B64.encode(data));

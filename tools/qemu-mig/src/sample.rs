@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use vfio_mig::sample::{
-    reg, DeviceSnapshot, DmaCmd, BG_ENABLE, BG_MAGIC, BG_STAMP_LEN, DMA_CTRL_PAUSE, DMA_DONE,
-    DMA_FAILED, DMA_QUEUED, ID_VALUE, RING_PINNED, RING_WRITABLE, STATUS_QUIESCED,
+use vfio_mig::abi::bar0::{
+    self as reg, BG_ENABLE, BG_MAGIC, BG_STAMP_LEN, DMA_CTRL_PAUSE, DMA_STATUS_DONE,
+    DMA_STATUS_ERROR, DMA_STATUS_QUEUED, ID_VALUE, RING_PINNED, RING_WRITABLE, STATUS_QUIESCED,
 };
+use vfio_mig::sample::{DeviceSnapshot, DmaCmd};
 
 use crate::pci::{self, Bar};
 use crate::poll;
@@ -37,7 +38,7 @@ const BAR2_VCPU_OFF: usize = 1 << 20;
 const BAR2_VCPU_PAGES: usize = 64;
 /// Registers that count or report the migration state rather than hold
 /// device state: left out of the source/destination comparison.
-const NOT_COMPARED: [u64; 3] = [reg::STATUS, reg::BG_WRITES, reg::BG_CURSOR];
+const NOT_COMPARED: [u32; 3] = [reg::STATUS, reg::BG_WRITES, reg::BG_CURSOR];
 const DMA_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the writer may take to stamp its whole range, or to show
 /// progress (it runs in a TCG guest, shared with two QEMUs).
@@ -62,20 +63,20 @@ impl Sample {
             bar2: b2.base,
             bar2_expected: vec![0; usize::try_from(b2.size)?],
         };
-        let id = qt.readl(s.bar0 + reg::ID)?;
+        let id = s.reg(qt, reg::ID)?;
         ensure!(id == ID_VALUE, "BAR0 ID reads {id:#x}, not {ID_VALUE:#x}");
         Ok(s)
     }
 
-    pub fn reg(&self, qt: &mut Qtest, off: u64) -> Result<u32> {
-        qt.readl(self.bar0 + off)
+    pub fn reg(&self, qt: &mut Qtest, off: u32) -> Result<u32> {
+        qt.readl(self.bar0 + u64::from(off))
     }
 
-    pub fn set(&self, qt: &mut Qtest, off: u64, val: u32) -> Result<()> {
-        qt.writel(self.bar0 + off, val)
+    pub fn set(&self, qt: &mut Qtest, off: u32, val: u32) -> Result<()> {
+        qt.writel(self.bar0 + u64::from(off), val)
     }
 
-    fn set_iova(&self, qt: &mut Qtest, lo: u64, iova: u64) -> Result<()> {
+    fn set_iova(&self, qt: &mut Qtest, lo: u32, iova: u64) -> Result<()> {
         self.set(qt, lo, iova as u32)?;
         self.set(qt, lo + 4, (iova >> 32) as u32)
     }
@@ -98,8 +99,8 @@ impl Sample {
     fn wait_dma(&self, qt: &mut Qtest) -> Result<()> {
         poll("the DMA command to finish", DMA_TIMEOUT, || {
             match self.reg(qt, reg::DMA_STATUS)? {
-                DMA_DONE => Ok(Some(())),
-                DMA_FAILED => bail!(
+                DMA_STATUS_DONE => Ok(Some(())),
+                DMA_STATUS_ERROR => bail!(
                     "DMA command failed, DMA_ERROR {}",
                     self.reg(qt, reg::DMA_ERROR)?
                 ),
@@ -159,7 +160,7 @@ impl Sample {
         self.queue_dma(qt, DmaCmd::Fill, FILL_GPA, FILL_LEN, FILL_PATTERN)?;
         let st = self.reg(qt, reg::DMA_STATUS)?;
         ensure!(
-            st == DMA_QUEUED,
+            st == DMA_STATUS_QUEUED,
             "FILL behind PAUSE: DMA_STATUS {st}, not QUEUED"
         );
         Ok(())
@@ -208,7 +209,7 @@ impl Sample {
     pub fn run_paused_fill(&self, qt: &mut Qtest) -> Result<()> {
         let st = self.reg(qt, reg::DMA_STATUS)?;
         ensure!(
-            st == DMA_QUEUED,
+            st == DMA_STATUS_QUEUED,
             "DMA_STATUS {st} before PAUSE is cleared, not QUEUED"
         );
         ensure!(
@@ -332,7 +333,7 @@ fn pattern_byte(i: u32) -> u8 {
 
 /// `len` bytes written in `round` at `off`: little-endian u64 words of
 /// the round and the word's offset, different in every round and place.
-pub fn stamped(round: u64, off: usize, len: usize) -> Vec<u8> {
+fn stamped(round: u64, off: usize, len: usize) -> Vec<u8> {
     (off / 8..(off + len) / 8)
         .flat_map(|w| (round << 32 | w as u64).to_le_bytes())
         .collect()

@@ -20,19 +20,21 @@ use vfio_mig::{Mdev, Parent};
 
 use crate::pci;
 use crate::poll;
-use crate::qemu::{last_line, Passthrough, Role, RunDir, Tracking, Vm, DEVICE_LOGGING_TRACE};
+use crate::qemu::{
+    last_line, Passthrough, Process, Role, RunDir, Tracking, Vm, DEVICE_LOGGING_TRACE,
+};
 use crate::qmp::migration_status;
 use crate::qtest::Qtest;
 use crate::report::Report;
-use crate::sample::{self, stamped, Sample};
+use crate::sample::{self, Sample};
 
 /// The vCPUs' area of guest RAM (above the device's, see `sample`).
 const VCPU_GPA: u64 = 0x0240_0000;
 const VCPU_LEN: usize = 2 << 20;
-/// What the vCPUs write in one round.
+/// The area's parts, each written with a value of its own.
 const VCPU_CHUNK: usize = 512 << 10;
 const VCPU_CHUNKS: u64 = (VCPU_LEN / VCPU_CHUNK) as u64;
-/// Between rounds: the vCPUs still dirty about 10 MB/s, five times the cap.
+/// Between rounds: 2 MiB dirtied a round is still several times the cap.
 const ROUND_PAUSE: Duration = Duration::from_millis(50);
 /// The source's bandwidth while pre-copy is held open, and after.
 const HOLD_BANDWIDTH: u64 = 2 << 20;
@@ -85,12 +87,13 @@ impl Scenario {
             Dut::Bare => "no device",
         };
         let what = match self.failure {
+            None if self.dut == Dut::Bare => "",
             None => self.tracking.label(),
             Some(Failure::WrongType) => "destination of the other type",
             Some(Failure::DestinationKilled) => "destination killed in pre-copy",
             Some(Failure::Cancelled) => "cancelled in pre-copy",
         };
-        format!("qemu {dut} {what}")
+        format!("qemu {dut} {what}").trim_end().to_string()
     }
 }
 
@@ -125,10 +128,12 @@ pub struct Env {
     pub verbose: bool,
 }
 
-/// Named checks of one scenario.
+/// Named checks of one scenario, and how long pre-copy was held open.
 struct Checks<'a> {
     report: &'a mut Report,
     label: &'a str,
+    /// vCPU rounds written while pre-copy ran.
+    rounds: u64,
 }
 
 impl Checks<'_> {
@@ -149,14 +154,16 @@ pub fn run(env: &Env, sc: &Scenario, report: &mut Report) {
     let mut checks = Checks {
         report,
         label: &label,
+        rounds: 0,
     };
     let outcome = match sc.failure {
         None => migrate(env, sc, &dir, &mut checks),
         Some(f) => survive(env, sc, f, &dir, &mut checks),
     };
+    let rounds = checks.rounds;
     match outcome {
         Ok(info) => report.note(&format!(
-            "{label}: {}; {:.0} s in the harness",
+            "{label}: {}; {rounds} vCPU rounds in pre-copy, {:.0} s in the harness",
             figures(&info),
             started.elapsed().as_secs_f64()
         )),
@@ -177,7 +184,7 @@ fn migrate(env: &Env, sc: &Scenario, dir: &RunDir, c: &mut Checks) -> Result<Val
     let mut dev = program(&mut src, sc.dut)?;
     let mut vcpus = Vcpus::new(&mut src.qtest)?;
     start_migration(&mut src, &mut dst, dir, HOLD_BANDWIDTH)?;
-    hold(&mut src, &mut vcpus, dev.as_mut())?;
+    c.rounds = hold(&mut src, &mut vcpus, dev.as_mut())?;
     src.qmp.execute(
         "migrate-set-parameters",
         json!({ "max-bandwidth": FULL_BANDWIDTH }),
@@ -233,7 +240,7 @@ fn migrate(env: &Env, sc: &Scenario, dir: &RunDir, c: &mut Checks) -> Result<Val
             );
             Ok(())
         });
-        let writes = s.reg(&mut src.qtest, vfio_mig::sample::reg::BG_WRITES)?;
+        let writes = s.reg(&mut src.qtest, vfio_mig::abi::bar0::BG_WRITES)?;
         c.check("writer goes on", s.writer_goes_on(&mut dst.qtest, writes));
         c.check("ring pinned", s.ring_pinned(&mut dst.qtest));
         c.check(
@@ -278,13 +285,13 @@ fn survive(env: &Env, sc: &Scenario, f: Failure, dir: &RunDir, c: &mut Checks) -
         }
         Failure::DestinationKilled => {
             start_migration(&mut src, &mut dst, dir, HOLD_BANDWIDTH)?;
-            hold(&mut src, &mut vcpus, dev.as_mut())?;
+            c.rounds = hold(&mut src, &mut vcpus, dev.as_mut())?;
             dst.kill()?;
             "failed"
         }
         Failure::Cancelled => {
             start_migration(&mut src, &mut dst, dir, HOLD_BANDWIDTH)?;
-            hold(&mut src, &mut vcpus, dev.as_mut())?;
+            c.rounds = hold(&mut src, &mut vcpus, dev.as_mut())?;
             src.qmp.execute("migrate_cancel", Value::Null)?;
             "cancelled"
         }
@@ -374,24 +381,24 @@ fn start_vms(
             tracking,
         })
     };
-    let mut vms = Vec::new();
+    let mut spawned = Vec::new();
     for (role, m) in [(Role::Source, &mdevs.0), (Role::Destination, &mdevs.1)] {
         let d = device(m);
         if env.verbose {
-            println!(
-                "# {} QEMU: {} {}",
-                role.name(),
-                env.qemu.display(),
-                crate::qemu::args(dir, role, d.as_ref()).join(" ")
-            );
+            let args = crate::qemu::args(dir, role, d.as_ref()).join(" ");
+            println!("# {} QEMU: {} {args}", role.name(), env.qemu.display());
         }
-        vms.push(
-            Vm::start(&env.qemu, dir, role, d.as_ref())
-                .with_context(|| format!("starting the {} QEMU", role.name()))?,
-        );
+        spawned.push(Process::spawn(&env.qemu, dir, role, d.as_ref())?);
     }
-    let dst = vms.pop().expect("two VMs");
-    let src = vms.pop().expect("two VMs");
+    let mut vms = spawned.into_iter().map(|p| p.connect(dir));
+    let src = vms
+        .next()
+        .expect("two VMs")
+        .context("starting the source QEMU")?;
+    let dst = vms
+        .next()
+        .expect("two VMs")
+        .context("starting the destination QEMU")?;
     Ok((src, dst))
 }
 
@@ -427,8 +434,8 @@ fn start_migration(src: &mut Vm, dst: &mut Vm, dir: &RunDir, bandwidth: u64) -> 
 }
 
 /// Keeps writing RAM (and BAR2) while pre-copy runs, until QEMU's third
-/// dirty sync and every vCPU chunk was written twice.
-fn hold(src: &mut Vm, vcpus: &mut Vcpus, mut dev: Option<&mut Sample>) -> Result<()> {
+/// dirty sync and at least two rounds. Returns the rounds.
+fn hold(src: &mut Vm, vcpus: &mut Vcpus, mut dev: Option<&mut Sample>) -> Result<u64> {
     poll("pre-copy to start", EVENT_TIMEOUT, || {
         let info = src.qmp.query_migrate()?;
         match migration_status(&info) {
@@ -443,7 +450,7 @@ fn hold(src: &mut Vm, vcpus: &mut Vcpus, mut dev: Option<&mut Sample>) -> Result
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
     let mut round = 0;
     loop {
-        vcpus.write(&mut src.qtest, round)?;
+        vcpus.write(&mut src.qtest, round + 1)?;
         if let Some(d) = dev.as_deref_mut() {
             d.vcpu_write_bar2(&mut src.qtest, round)?;
         }
@@ -457,8 +464,8 @@ fn hold(src: &mut Vm, vcpus: &mut Vcpus, mut dev: Option<&mut Sample>) -> Result
             migration_status(&info)
         );
         let syncs = info["ram"]["dirty-sync-count"].as_u64().unwrap_or(0);
-        if syncs >= HOLD_SYNCS && round >= 2 * VCPU_CHUNKS {
-            return Ok(());
+        if syncs >= HOLD_SYNCS && round >= 2 {
+            return Ok(round);
         }
         ensure!(
             Instant::now() < deadline,
@@ -577,35 +584,46 @@ fn figures(info: &Value) -> String {
             format!("{:.2} MiB", b as f64 / f64::from(1 << 20))
         })
     };
+    let error = info["error-desc"]
+        .as_str()
+        .map_or(String::new(), |e| format!(" ({e})"));
     format!(
-        "migration {}: downtime {}, total {}, setup {}, RAM {}, device state {}",
+        "migration {}{error}: downtime {}, total {}, setup {}, RAM {} in {} dirty syncs, device state {}",
         migration_status(info),
         ms("downtime"),
         ms("total-time"),
         ms("setup-time"),
         mib(&info["ram"]["transferred"]),
+        info["ram"]["dirty-sync-count"]
+            .as_u64()
+            .map_or("-".into(), |n| n.to_string()),
         mib(&info["vfio"]["transferred"])
     )
 }
 
-/// The vCPUs' RAM: written whole before the migration, then a chunk a
-/// round during pre-copy.
+/// The vCPUs' RAM: written whole before the migration, then again every
+/// round during pre-copy, each chunk with a value of its own. `memset`
+/// is a short qtest command, so the vCPUs dirty far more per second than
+/// the capped migration sends: pre-copy cannot converge while they write.
 struct Vcpus {
     expected: Vec<u8>,
 }
 
 impl Vcpus {
     fn new(qt: &mut Qtest) -> Result<Self> {
-        let expected = stamped(0, 0, VCPU_LEN);
-        qt.write(VCPU_GPA, &expected)?;
-        Ok(Vcpus { expected })
+        let mut v = Vcpus {
+            expected: vec![0; VCPU_LEN],
+        };
+        v.write(qt, 0)?;
+        Ok(v)
     }
 
     fn write(&mut self, qt: &mut Qtest, round: u64) -> Result<()> {
-        let off = (round % VCPU_CHUNKS) as usize * VCPU_CHUNK;
-        let data = stamped(round + 1, off, VCPU_CHUNK);
-        qt.write(VCPU_GPA + off as u64, &data)?;
-        self.expected[off..off + VCPU_CHUNK].copy_from_slice(&data);
+        for (chunk, bytes) in self.expected.chunks_mut(VCPU_CHUNK).enumerate() {
+            let value = ((round * VCPU_CHUNKS + chunk as u64) % 251 + 1) as u8;
+            qt.memset(VCPU_GPA + (chunk * VCPU_CHUNK) as u64, VCPU_CHUNK, value)?;
+            bytes.fill(value);
+        }
         Ok(())
     }
 
