@@ -18,7 +18,7 @@
 KDIR ?= $(shell $(CURDIR)/qemu-tests/build-kernel.sh --print-dir)
 KBUILD := $(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=1
 
-RUST_SOURCES := $(filter-out rust/sys_generated.rs,$(wildcard rust/*.rs rust/device/*.rs rust/logic/*.rs))
+RUST_SOURCES := $(filter-out rust/sys_generated.rs,$(wildcard rust/*.rs rust/*/*.rs))
 
 .PHONY: all module clippy deps kernel tools test fmt fmt-check clean
 

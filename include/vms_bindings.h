@@ -5,10 +5,13 @@
  * (struct device, struct file, ...) are not regenerated: rust/sys.rs glob-imports
  * kernel::bindings and bindgen runs with --no-recursive-allowlist.
  */
+#include <linux/anon_inodes.h>
 #include <linux/debugfs.h>
 #include <linux/device.h>
+#include <linux/dynamic_debug.h>
 #include <linux/eventfd.h>
 #include <linux/iommu.h>
+#include <linux/iova_bitmap.h>
 #include <linux/mdev.h>
 #include <linux/vfio.h>
 #include <uapi/linux/vfio.h>

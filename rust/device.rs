@@ -8,103 +8,35 @@
 //! [`crate::logic`]; this file holds the state, its lock, and the VFIO
 //! callbacks. Documented for users in `Documentation/device.rst`.
 
+use crate::anon_file::NewFile;
+use crate::driver::PoolShare;
 use crate::eventfd::EventFd;
 use crate::logic::abi::{self, bar0, config};
 use crate::logic::config_space::ConfigSpace;
 use crate::logic::dma::DmaWrite;
 use crate::logic::regions::{self, Region};
 use crate::logic::regs::{self, Live, Registers, Route, WriteEffect};
-use crate::vfio::uapi;
-use crate::{mdev, vfio};
-use core::sync::atomic::{AtomicU32, Ordering};
+use crate::vfio::{self, uapi, DeviceRef, IovaBitmap};
 use kernel::alloc::flags::__GFP_ZERO;
 use kernel::c_str;
 use kernel::prelude::*;
 use kernel::sync::lock::{mutex::MutexBackend, Guard};
 use kernel::sync::{CondVar, Mutex};
 use kernel::time::msecs_to_jiffies;
-use kernel::uaccess::{UserSlice, UserSliceReader, UserSliceWriter};
+use kernel::uaccess::{UserSliceReader, UserSliceWriter};
 use kernel::{new_condvar, new_mutex};
 
 mod dma;
+mod errors;
+mod ioctl;
 mod migration;
-
-/// Device memory is handed out in units of this size.
-const POOL_UNIT: usize = 256 * 1024;
-/// Units in the pool shared by all mdevs of the parent (8 MiB).
-const POOL_UNITS: u32 = 32;
-
-/// The driver: the parent device and its types.
-pub(crate) struct SampleDriver;
-
-/// Device memory size of each type, indexed like [`SampleDriver::TYPES`].
-const MEM_SIZES: [usize; 2] = [POOL_UNIT, 8 * POOL_UNIT];
-
-impl mdev::Driver for SampleDriver {
-    const NAME: &'static CStr = c_str!("vfio_mig_sample");
-    const TYPES: &'static [mdev::TypeInfo] = &[
-        mdev::TypeInfo {
-            sysfs_name: c_str!("small"),
-            pretty_name: c_str!("vfio-mig-sample small"),
-            description: c_str!("migratable sample device, 256 KiB device memory"),
-        },
-        mdev::TypeInfo {
-            sysfs_name: c_str!("large"),
-            pretty_name: c_str!("vfio-mig-sample large"),
-            description: c_str!("migratable sample device, 2 MiB device memory"),
-        },
-    ];
-    type Device = SampleDevice;
-
-    fn new_device(type_index: usize) -> impl PinInit<SampleDevice, Error> {
-        SampleDevice::new(type_index)
-    }
-
-    fn available(type_index: usize) -> u32 {
-        const { assert!(MEM_SIZES.len() == SampleDriver::TYPES.len()) };
-        MEM_SIZES
-            .get(type_index)
-            .and_then(|&size| {
-                POOL_FREE
-                    .load(Ordering::Relaxed)
-                    .checked_div(units_of(size))
-            })
-            .unwrap_or(0)
-    }
-}
-
-/// Free units of the device-memory pool.
-static POOL_FREE: AtomicU32 = AtomicU32::new(POOL_UNITS);
-
-fn units_of(mem_size: usize) -> u32 {
-    (mem_size / POOL_UNIT) as u32
-}
-
-/// Units taken from the pool for one device, returned on drop.
-struct PoolShare(u32);
-
-impl PoolShare {
-    /// Takes `units` from the pool, or fails with `ENOSPC`.
-    fn take(units: u32) -> Result<Self> {
-        POOL_FREE
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| {
-                free.checked_sub(units)
-            })
-            .map(|_| PoolShare(units))
-            .map_err(|_| ENOSPC)
-    }
-}
-
-impl Drop for PoolShare {
-    fn drop(&mut self) {
-        POOL_FREE.fetch_add(self.0, Ordering::AcqRel);
-    }
-}
+mod v2;
 
 /// One mdev's device.
 #[pin_data]
 pub(crate) struct SampleDevice {
     mem_size: usize,
+    /// The device memory's share of the driver's pool.
     _share: PoolShare,
     /// Everything an access may change. One lock serialises all accesses,
     /// so no access ever sees another half done.
@@ -116,10 +48,17 @@ pub(crate) struct SampleDevice {
     /// The guest pages the device holds pinned (the `dma_unmap` callback's
     /// lock, see `device/dma.rs`).
     #[pin]
-    pins: dma::PinLock,
+    pins: dma::GuestPins,
 }
 
 /// The device's state, under [`SampleDevice::state`].
+///
+/// Its methods live with what they implement: power-on, interrupts and
+/// status here; the DMA engine, the ring and unmaps in `device/dma.rs`
+/// (`engine_*`, `ring_sync`, `apply_unmaps`); the migration region and the
+/// effects of state changes in `device/migration.rs` (`migration_read`,
+/// `migration_write`, `apply_transition`, `encode_next`, `decode`); the v2
+/// data files in `device/v2.rs` (`data_file_*`, `precopy_info`).
 struct State {
     config: ConfigSpace,
     regs: Registers,
@@ -160,7 +99,7 @@ impl State {
     /// Returns the function to its power-on state and the migration state
     /// to `NONE`, dropping any stream and dirty log (reset and close). The
     /// eventfds are the VMM's wiring, not device state, and stay.
-    fn power_on_reset(&mut self, pins: &dma::PinLock) {
+    fn power_on_reset(&mut self, pins: &dma::GuestPins) {
         self.power_on_device(pins);
         self.mig.reset();
     }
@@ -168,7 +107,7 @@ impl State {
     /// Power-on state of the function itself: configuration space,
     /// registers (which stops the DMA engine), device memory, the INTx mask,
     /// and no pinned pages.
-    fn power_on_device(&mut self, pins: &dma::PinLock) {
+    fn power_on_device(&mut self, pins: &dma::GuestPins) {
         self.config.reset();
         self.regs = Registers::default();
         self.mem.fill(0);
@@ -209,17 +148,23 @@ impl State {
 }
 
 impl SampleDevice {
-    fn new(type_index: usize) -> impl PinInit<Self, Error> {
-        let size = MEM_SIZES.get(type_index).copied().ok_or(EINVAL);
-        // Type IDs (PCI subsystem ID, stream type) number the types from 1.
-        let type_id = type_index as u16 + 1;
+    /// A device of type `type_id` (the PCI subsystem ID and the stream's
+    /// type) whose device memory is `share`.
+    pub(crate) fn new(share: Result<PoolShare>, type_id: u16) -> impl PinInit<Self, Error> {
+        let size = share.as_ref().map(PoolShare::mem_size).map_err(|e| *e);
         try_pin_init!(Self {
             mem_size: size?,
-            _share: PoolShare::take(units_of(size?))?,
+            _share: share?,
             state <- new_mutex!(State::new(size?, type_id)?, "vfio_mig_sample:state"),
             engine_wake <- new_condvar!("vfio_mig_sample:engine_wake"),
-            pins <- dma::PinLock::new(),
+            pins <- dma::GuestPins::new(),
         }? Error)
+    }
+
+    /// `VFIO_DEVICE_RESET`: back to power-on, with no migration under way.
+    fn reset(&self) {
+        self.lock().power_on_reset(&self.pins);
+        self.engine_wake.notify_all();
     }
 
     /// Lets the DMA engine's work run if the device has work for it: after
@@ -256,158 +201,6 @@ impl SampleDevice {
             Region::Config => config::SIZE as u64,
             Region::Migration => abi::migration::REGION_SIZE,
         }
-    }
-
-    fn get_info(&self, arg: usize) -> Result<isize> {
-        // argsz, flags, num_regions, num_irqs: the `minsz` of vfio-pci.
-        let (mut reader, mut writer) = UserSlice::new(arg, 16).reader_writer();
-        let [argsz, ..] = reader.read::<[u32; 4]>()?;
-        if argsz < 16 {
-            return Err(EINVAL);
-        }
-        let flags = uapi::VFIO_DEVICE_FLAGS_PCI | uapi::VFIO_DEVICE_FLAGS_RESET;
-        writer.write(&[argsz, flags, abi::region::COUNT, uapi::NUM_IRQS])?;
-        Ok(0)
-    }
-
-    fn get_region_info(&self, arg: usize) -> Result<isize> {
-        let size_of_info = core::mem::size_of::<uapi::vfio_region_info>();
-        let (mut reader, mut writer) = UserSlice::new(arg, size_of_info).reader_writer();
-        let mut info = reader.read::<uapi::vfio_region_info>()?;
-        if (info.argsz as usize) < size_of_info || info.index >= abi::region::COUNT {
-            return Err(EINVAL);
-        }
-        let region = Region::from_index(info.index);
-        let size = region.map_or(0, |r| self.region_size(r));
-        info.flags = if size > 0 {
-            uapi::VFIO_REGION_INFO_FLAG_READ | uapi::VFIO_REGION_INFO_FLAG_WRITE
-        } else {
-            0
-        };
-        info.cap_offset = 0;
-        info.size = size;
-        info.offset = abi::region::offset(info.index);
-        if region != Some(Region::Migration) {
-            writer.write(&info)?;
-            return Ok(0);
-        }
-
-        // The migration region carries its type in a capability chain,
-        // built the vfio-pci way: too small an argsz gets the size needed.
-        let cap = migration_type_cap();
-        let needed = (size_of_info + cap.len()) as u32;
-        info.flags |= uapi::VFIO_REGION_INFO_FLAG_CAPS;
-        if info.argsz < needed {
-            info.argsz = needed;
-            writer.write(&info)?;
-        } else {
-            info.cap_offset = size_of_info as u32;
-            let mut writer = UserSlice::new(arg, needed as usize).writer();
-            writer.write(&info)?;
-            writer.write_slice(&cap)?;
-        }
-        Ok(0)
-    }
-
-    fn get_irq_info(&self, arg: usize) -> Result<isize> {
-        let size = core::mem::size_of::<uapi::vfio_irq_info>();
-        let (mut reader, mut writer) = UserSlice::new(arg, size).reader_writer();
-        let mut info = reader.read::<uapi::vfio_irq_info>()?;
-        if (info.argsz as usize) < size || info.index >= uapi::NUM_IRQS {
-            return Err(EINVAL);
-        }
-        (info.flags, info.count) = match info.index {
-            uapi::INTX_IRQ_INDEX => (
-                uapi::VFIO_IRQ_INFO_EVENTFD
-                    | uapi::VFIO_IRQ_INFO_MASKABLE
-                    | uapi::VFIO_IRQ_INFO_AUTOMASKED,
-                1,
-            ),
-            uapi::MSI_IRQ_INDEX => (
-                uapi::VFIO_IRQ_INFO_EVENTFD | uapi::VFIO_IRQ_INFO_NORESIZE,
-                1,
-            ),
-            _ => (0, 0),
-        };
-        writer.write(&info)?;
-        Ok(0)
-    }
-
-    fn set_irqs(&self, arg: usize) -> Result<isize> {
-        // The header and at most one 4-byte datum (every index has <= 1 IRQ).
-        let mut data = [0u8; 4];
-        let hdr_size = core::mem::size_of::<uapi::vfio_irq_set>();
-        let mut reader = UserSlice::new(arg, hdr_size + data.len()).reader();
-        let mut hdr = reader.read::<uapi::vfio_irq_set>()?;
-        let num_irqs = match hdr.index {
-            uapi::INTX_IRQ_INDEX | uapi::MSI_IRQ_INDEX => 1,
-            _ => 0,
-        };
-        let data_size = uapi::validate_irq_set(&mut hdr, num_irqs)?;
-        let data = data.get_mut(..data_size).ok_or(EINVAL)?;
-        reader.read_slice(data)?;
-
-        let action = hdr.flags & uapi::VFIO_IRQ_SET_ACTION_TYPE_MASK;
-        let data_type = hdr.flags & uapi::VFIO_IRQ_SET_DATA_TYPE_MASK;
-        // With DATA_BOOL the single flag decides; DATA_NONE means "do it".
-        let asserted = data_type != uapi::VFIO_IRQ_SET_DATA_BOOL || data.first() == Some(&1);
-
-        match (hdr.index, action) {
-            (uapi::INTX_IRQ_INDEX, uapi::VFIO_IRQ_SET_ACTION_MASK)
-            | (uapi::INTX_IRQ_INDEX, uapi::VFIO_IRQ_SET_ACTION_UNMASK) => {
-                if hdr.count != 1 || data_type == uapi::VFIO_IRQ_SET_DATA_EVENTFD {
-                    return Err(EINVAL);
-                }
-                if asserted {
-                    let mut state = self.lock();
-                    state.intx_masked = action == uapi::VFIO_IRQ_SET_ACTION_MASK;
-                }
-            }
-            (uapi::MSI_IRQ_INDEX, uapi::VFIO_IRQ_SET_ACTION_MASK)
-            | (uapi::MSI_IRQ_INDEX, uapi::VFIO_IRQ_SET_ACTION_UNMASK) => return Err(ENOTTY),
-            (index, uapi::VFIO_IRQ_SET_ACTION_TRIGGER) => {
-                self.set_trigger(index, hdr.count, data_type, data, asserted)?
-            }
-            _ => return Err(EINVAL),
-        }
-        Ok(0)
-    }
-
-    fn set_trigger(
-        &self,
-        index: u32,
-        count: u32,
-        data_type: u32,
-        data: &[u8],
-        asserted: bool,
-    ) -> Result {
-        let mut new_efd = None;
-        if data_type == uapi::VFIO_IRQ_SET_DATA_EVENTFD {
-            let fd = i32::from_ne_bytes(data.try_into().map_err(|_| EINVAL)?);
-            if fd != -1 {
-                new_efd = Some(EventFd::from_fd(fd)?);
-            }
-        }
-        let mut state = self.lock();
-        let slot = if index == uapi::INTX_IRQ_INDEX {
-            &mut state.intx
-        } else {
-            &mut state.msi
-        };
-        if data_type == uapi::VFIO_IRQ_SET_DATA_EVENTFD
-            || (count == 0 && data_type == uapi::VFIO_IRQ_SET_DATA_NONE)
-        {
-            // Install, replace or remove; the old reference goes with `old`.
-            let old = core::mem::replace(slot, new_efd);
-            drop(state);
-            drop(old);
-        } else if asserted {
-            // Loopback: signal what is installed.
-            if let Some(efd) = slot.as_ref() {
-                efd.signal();
-            }
-        }
-        Ok(())
     }
 
     fn read_bar0(&self, state: &State, offset: u64, buf: &mut UserSliceWriter) -> Result {
@@ -451,27 +244,6 @@ impl SampleDevice {
     }
 }
 
-/// `VFIO_REGION_INFO_CAP_TYPE` of the migration region: type `1 << 30`,
-/// subtype 1, as the 2018 proposal defines them.
-fn migration_type_cap() -> [u8; 16] {
-    let mut cap = [0u8; 16];
-    let fields: [&[u8]; 5] = [
-        &(uapi::VFIO_REGION_INFO_CAP_TYPE as u16).to_ne_bytes(),
-        &1u16.to_ne_bytes(), // version
-        &0u32.to_ne_bytes(), // next: the chain ends here
-        &abi::migration::REGION_TYPE.to_ne_bytes(),
-        &abi::migration::REGION_SUBTYPE.to_ne_bytes(),
-    ];
-    let mut at = 0;
-    for f in fields {
-        if let Some(dst) = cap.get_mut(at..at + f.len()) {
-            dst.copy_from_slice(f);
-        }
-        at += f.len();
-    }
-    cap
-}
-
 /// BAR0 takes whole dwords only.
 fn check_dwords(offset: u64, len: usize) -> Result {
     if offset % 4 != 0 || len % 4 != 0 {
@@ -487,8 +259,11 @@ fn span(offset: u64, len: usize) -> Result<core::ops::Range<usize>> {
     Ok(start..start.checked_add(len).ok_or(EINVAL)?)
 }
 
+#[vtable]
 impl vfio::DeviceOps for SampleDevice {
     const NAME: &'static CStr = c_str!("vfio-mig-sample");
+    const MIGRATION_FLAGS: u32 =
+        uapi::VFIO_MIGRATION_STOP_COPY | uapi::VFIO_MIGRATION_P2P | uapi::VFIO_MIGRATION_PRE_COPY;
 
     fn open(&self, _dev: &vfio::Device) -> Result {
         Ok(())
@@ -507,17 +282,13 @@ impl vfio::DeviceOps for SampleDevice {
 
     fn read(&self, _dev: &vfio::Device, mut buf: UserSliceWriter, pos: u64) -> Result<usize> {
         let len = buf.len();
-        let (region, offset) =
-            regions::locate(pos, len, |r| self.region_size(r)).map_err(|_| EINVAL)?;
+        let (region, offset) = regions::locate(pos, len, |r| self.region_size(r))?;
         let mut state = self.lock();
         match region {
             Region::Config => {
                 let mut bytes = [0u8; config::SIZE];
                 let out = bytes.get_mut(..len).ok_or(EINVAL)?;
-                state
-                    .config
-                    .read(offset as usize, out)
-                    .map_err(|_| EINVAL)?;
+                state.config.read(offset as usize, out)?;
                 drop(state);
                 buf.write_slice(out)?;
             }
@@ -533,18 +304,14 @@ impl vfio::DeviceOps for SampleDevice {
 
     fn write(&self, dev: &vfio::Device, mut buf: UserSliceReader, pos: u64) -> Result<usize> {
         let len = buf.len();
-        let (region, offset) =
-            regions::locate(pos, len, |r| self.region_size(r)).map_err(|_| EINVAL)?;
+        let (region, offset) = regions::locate(pos, len, |r| self.region_size(r))?;
         match region {
             Region::Config => {
                 let mut bytes = [0u8; config::SIZE];
                 let data = bytes.get_mut(..len).ok_or(EINVAL)?;
                 buf.read_slice(data)?;
                 let mut state = self.lock();
-                state
-                    .config
-                    .write(offset as usize, data)
-                    .map_err(|_| EINVAL)?;
+                state.config.write(offset as usize, data)?;
             }
             Region::Bar0 => {
                 let mut state = self.lock_running()?;
@@ -571,18 +338,7 @@ impl vfio::DeviceOps for SampleDevice {
     }
 
     fn ioctl(&self, _dev: &vfio::Device, cmd: u32, arg: usize) -> Result<isize> {
-        match cmd {
-            uapi::DEVICE_GET_INFO => self.get_info(arg),
-            uapi::DEVICE_GET_REGION_INFO => self.get_region_info(arg),
-            uapi::DEVICE_GET_IRQ_INFO => self.get_irq_info(arg),
-            uapi::DEVICE_SET_IRQS => self.set_irqs(arg),
-            uapi::DEVICE_RESET => {
-                self.lock().power_on_reset(&self.pins);
-                self.engine_wake.notify_all();
-                Ok(0)
-            }
-            _ => Err(ENOTTY),
-        }
+        self.device_ioctl(cmd, arg)
     }
 
     /// Takes only the pins lock (see `device/dma.rs`): the registers catch
@@ -603,5 +359,40 @@ impl vfio::DeviceOps for SampleDevice {
                 .wait_interruptible_timeout(&mut state, msecs_to_jiffies(ms as u32));
             state.apply_unmaps(&self.pins);
         }
+    }
+
+    fn migration_set_state(
+        this: DeviceRef<Self>,
+        dev: &vfio::Device,
+        new_state: u32,
+    ) -> Result<Option<NewFile>> {
+        SampleDevice::set_v2_state(this, dev, new_state)
+    }
+
+    fn migration_get_state(&self, _dev: &vfio::Device) -> Result<u32> {
+        Ok(self.lock().mig.v2.raw())
+    }
+
+    fn migration_get_data_size(&self, _dev: &vfio::Device) -> Result<u64> {
+        Ok(self.lock().mig.stop_copy_bytes())
+    }
+
+    fn log_start(&self, _dev: &vfio::Device) -> Result {
+        SampleDevice::log_start(self)
+    }
+
+    fn log_stop(&self, _dev: &vfio::Device) -> Result {
+        SampleDevice::log_stop(self);
+        Ok(())
+    }
+
+    fn log_read_and_clear(
+        &self,
+        _dev: &vfio::Device,
+        iova: u64,
+        length: u64,
+        dirty: &IovaBitmap,
+    ) -> Result {
+        SampleDevice::log_read_and_clear(self, iova, length, dirty)
     }
 }

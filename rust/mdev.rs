@@ -97,13 +97,16 @@ impl<T: Driver> Registration<T> {
                     unsafe { p.write_bytes(0, 1) }
                 }),
                 parent <- Opaque::ffi_init(|p: *mut sys::mdev_parent| {
-                    // SAFETY: As above; `mdev_register_parent` sets it up.
+                    // SAFETY: `p` is valid for writes; zero is what
+                    // `mdev_register_parent` expects to set up.
                     unsafe { p.write_bytes(0, 1) }
                 }),
                 types <- kernel::init::pin_init_array_from_fn(|index| {
                     pin_init!(TypeSlot {
                         mtype <- Opaque::ffi_init(|p: *mut sys::mdev_type| {
-                            // SAFETY: As above.
+                            // SAFETY: `p` is valid for writes; zero is a
+                            // valid `mdev_type` (null names, no kobject yet),
+                            // filled in by `register`.
                             unsafe { p.write_bytes(0, 1) }
                         }),
                         index,
@@ -224,7 +227,7 @@ fn new_parent_device(
     let ret = to_result(unsafe {
         bindings::dev_set_name(dev, c_str!("%s").as_char_ptr(), name.as_char_ptr())
     })
-    // SAFETY: As above.
+    // SAFETY: `dev` is initialised and named.
     .and_then(|()| to_result(unsafe { bindings::device_add(dev) }));
     if let Err(e) = ret {
         // SAFETY: Drops the initial reference, freeing the device.
@@ -247,7 +250,14 @@ unsafe extern "C" fn release_parent_device(dev: *mut bindings::device) {
 ///
 /// # Safety
 ///
-/// `mtype` must be the `mtype` of a [`TypeSlot`].
+/// `mtype` must be the `mtype` of a [`TypeSlot`] of a live registration.
+///
+/// The mdev core calls back with a type only for a parent it knows, and
+/// the only parent this driver registers is a [`Registration`], with the
+/// `mtype`s of its own `types` (`register` puts exactly those in
+/// `type_ptrs`); the registration outlives the parent's registration, so
+/// every type the core passes to a callback of `T` meets this. The
+/// callbacks below cite this argument.
 unsafe fn type_index<T: Driver>(mtype: *mut sys::mdev_type) -> Result<usize> {
     // SAFETY: By the function's safety requirements `mtype` is embedded in a
     // `TypeSlot` (`Opaque` is transparent).
@@ -264,7 +274,8 @@ unsafe fn type_index<T: Driver>(mtype: *mut sys::mdev_type) -> Result<usize> {
 /// Called by the mdev core for a new mdev of one of the types of `T`.
 unsafe extern "C" fn probe_callback<T: Driver>(mdev: *mut sys::mdev_device) -> i32 {
     from_result(|| {
-        // SAFETY: The mdev's type is one this driver registered.
+        // SAFETY: An mdev of this driver's parent has one of its types:
+        // see `type_index`.
         let index = unsafe { type_index::<T>((*mdev).type_) }?;
         // SAFETY: The mdev outlives its VFIO device, which `remove_callback`
         // unregisters.
@@ -291,7 +302,7 @@ unsafe extern "C" fn remove_callback<T: Driver>(mdev: *mut sys::mdev_device) {
 ///
 /// Called by the mdev core with one of the types of `T`.
 unsafe extern "C" fn get_available_callback<T: Driver>(mtype: *mut sys::mdev_type) -> u32 {
-    // SAFETY: `mtype` is one of ours.
+    // SAFETY: A type of this driver's parent: see `type_index`.
     unsafe { type_index::<T>(mtype) }.map_or(0, T::available)
 }
 
@@ -303,7 +314,7 @@ unsafe extern "C" fn show_description_callback<T: Driver>(
     buf: *mut c_char,
 ) -> isize {
     from_result(|| {
-        // SAFETY: `mtype` is one of ours.
+        // SAFETY: A type of this driver's parent: see `type_index`.
         let index = unsafe { type_index::<T>(mtype) }?;
         let text = T::TYPES.get(index).ok_or(EINVAL)?.description;
         // SAFETY: `buf` is the sysfs page; the format takes one C string.

@@ -6,14 +6,18 @@
 //! function (see `Documentation/device.rst`); the migration region of the
 //! 2018 VFIO migration proposal comes on top of it.
 //!
-//! Module layout: `sys` holds the raw bindings; `eventfd`, `mdev`, `vfio`
-//! and `pinned` are the safe wrappers around them; `device` is the device model, built on
-//! the pure logic in `logic`, which has no `unsafe` and is unit-tested on the
-//! host.
+//! Module layout (`Documentation/architecture.rst` has the whole map):
+//! `sys` holds the raw bindings; `eventfd`, `mdev`, `vfio`, `pinned` and
+//! `dyndbg` are the safe wrappers around them; `driver` is the mdev driver
+//! (types, memory pool) and `device` the device model, built on the pure
+//! logic in `logic`, which has no `unsafe` and is unit-tested on the host.
 
 use kernel::prelude::*;
 
+mod anon_file;
 mod device;
+mod driver;
+mod dyndbg;
 mod eventfd;
 mod logic;
 mod mdev;
@@ -29,9 +33,16 @@ module! {
     license: "GPL",
 }
 
+// What `MODULE_IMPORT_NS(IOMMUFD)` emits, which the 6.12 `module!` macro
+// cannot: DMA-logging reports write through `iova_bitmap_set`, exported in
+// that symbol namespace.
+#[link_section = ".modinfo"]
+#[used]
+static IMPORT_NS_IOMMUFD: [u8; 18] = *b"import_ns=IOMMUFD\0";
+
 struct VfioMigSample {
     // Dropped in this order: the devices go before the pin count's file.
-    _parent: Pin<KBox<mdev::Registration<device::SampleDriver>>>,
+    _parent: Pin<KBox<mdev::Registration<driver::SampleDriver>>>,
     _debugfs: pinned::Debugfs,
 }
 

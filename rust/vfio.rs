@@ -10,11 +10,13 @@
 //! device's handle for DMA (`vfio_dma_rw`, `vfio_pin_pages`) and for its
 //! deferred work.
 
+use crate::anon_file::NewFile;
 use crate::pinned::PinnedPages;
 use crate::sys;
 use core::marker::PhantomData;
 use core::mem::{offset_of, size_of, MaybeUninit};
 use core::ptr::{addr_of_mut, NonNull};
+use kernel::build_error;
 use kernel::c_str;
 use kernel::error::{from_err_ptr, from_result, to_result};
 use kernel::ffi::{c_char, c_long, c_uint, c_ulong, c_void};
@@ -22,14 +24,27 @@ use kernel::prelude::*;
 use kernel::types::Opaque;
 use kernel::uaccess::{UserSlice, UserSliceReader, UserSliceWriter};
 
+pub(crate) mod uapi;
+
 /// What a VFIO device driver implements.
 ///
 /// Every callback runs in process context and may sleep. VFIO serialises
 /// `open` and `close` against each other, but `read`, `write`, `ioctl`,
-/// `dma_unmap` and `work` may run concurrently from any number of threads.
+/// `dma_unmap`, `work` and the migration callbacks may run concurrently
+/// from any number of threads.
+///
+/// The v2 migration callbacks (`migration_*`) and the DMA-logging callbacks
+/// (`log_*`) are optional: the VFIO core offers `VFIO_DEVICE_FEATURE_MIGRATION`
+/// only if the driver implements `migration_set_state`, and the DMA-logging
+/// features only if it implements `log_start`.
+#[vtable]
 pub(crate) trait DeviceOps: Sized + Send + Sync + 'static {
     /// The name of the ops table (`vfio_device_ops.name`).
     const NAME: &'static CStr;
+
+    /// The `VFIO_MIGRATION_*` flags of the device (`migration_flags`), used
+    /// when the driver implements `migration_set_state`.
+    const MIGRATION_FLAGS: u32 = 0;
 
     /// The first open of the device (`open_device`).
     fn open(&self, dev: &Device) -> Result;
@@ -56,6 +71,56 @@ pub(crate) trait DeviceOps: Sized + Send + Sync + 'static {
 
     /// The deferred work queued by [`Device::schedule_work`].
     fn work(&self, dev: &Device);
+
+    /// `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE`: moves the device to the v2
+    /// state `new_state` (a `VFIO_DEVICE_STATE_*` number, which the core has
+    /// checked against the device's flags), walking the arcs
+    /// [`Device::next_migration_state`] gives. Returns the data file of a
+    /// state that has one (ownership passes to the core, which installs it
+    /// as a new fd). `this` is a counted reference for that file to keep.
+    fn migration_set_state(
+        _this: DeviceRef<Self>,
+        _dev: &Device,
+        _new_state: u32,
+    ) -> Result<Option<NewFile>> {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` read: the current v2 state.
+    fn migration_get_state(&self, _dev: &Device) -> Result<u32> {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE`: an estimate of the bytes a
+    /// `STOP_COPY` would produce now.
+    fn migration_get_data_size(&self, _dev: &Device) -> Result<u64> {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_DMA_LOGGING_START`: from now on, remember the
+    /// guest pages the device writes. The device logs every IOVA, whatever
+    /// ranges userspace named; a report only covers the range it asks.
+    fn log_start(&self, _dev: &Device) -> Result {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP`.
+    fn log_stop(&self, _dev: &Device) -> Result {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT`, one piece of it: sets in
+    /// `dirty` the pages of `iova..iova + length` written since their last
+    /// report, and forgets them.
+    fn log_read_and_clear(
+        &self,
+        _dev: &Device,
+        _iova: u64,
+        _length: u64,
+        _dirty: &IovaBitmap,
+    ) -> Result {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
 }
 
 /// A registered, open VFIO device, as its callbacks see it.
@@ -74,9 +139,13 @@ pub(crate) const PIN_PAGES_MAX: u32 = 512;
 impl Device {
     /// # Safety
     ///
-    /// `ptr` must be a registered device, valid for `'a`.
+    /// `ptr` must be a registered device, valid for `'a`, that stays open
+    /// for `'a` (see the type invariant).
     unsafe fn from_raw<'a>(ptr: *mut sys::vfio_device) -> &'a Device {
-        // SAFETY: `Device` is a transparent wrapper of the C struct.
+        // CAST: `Device` is a transparent wrapper of `Opaque<vfio_device>`,
+        // itself transparent over the C struct.
+        // SAFETY: `ptr` is valid for `'a` by the function's safety
+        // requirements, and `Opaque` allows any sharing of the C struct.
         unsafe { &*ptr.cast::<Device>() }
     }
 
@@ -144,6 +213,17 @@ impl Device {
         Ok(unsafe { PinnedPages::new(NonNull::new_unchecked(self.as_raw()), iova, npages) })
     }
 
+    /// The next v2 state on the way from `cur` to `new`, as the VFIO core
+    /// computes it for the device's migration flags
+    /// (`vfio_mig_get_next_state`); `EINVAL` if there is no way.
+    pub(crate) fn next_migration_state(&self, cur: u32, new: u32) -> Result<u32> {
+        let mut next: sys::vfio_device_mig_state = 0;
+        // SAFETY: The device is registered and open (type invariant);
+        // `next` is valid for writes.
+        to_result(unsafe { sys::vfio_mig_get_next_state(self.as_raw(), cur, new, &mut next) })?;
+        Ok(next)
+    }
+
     /// Queues the driver's [`DeviceOps::work`] on the system unbound
     /// workqueue, unless it is queued already.
     pub(crate) fn schedule_work(&self) {
@@ -159,6 +239,80 @@ impl Device {
                 work,
             );
         }
+    }
+}
+
+/// A counted reference to a device whose driver data is a `T`: keeps the
+/// data alive after the device is unregistered, for objects that may
+/// outlive it (a migration data file). It gives the data, not the
+/// [`Device`]: the VFIO calls of a handle need the device open.
+///
+/// # Invariants
+///
+/// `wrapper` is a `Wrapper<T>` with initialised data, on whose
+/// `vdev.device` this value holds a reference (so `release_callback`, which
+/// drops the data, has not run).
+pub(crate) struct DeviceRef<T: DeviceOps> {
+    wrapper: NonNull<Wrapper<T>>,
+}
+
+// SAFETY: The reference only gives `&T`, and `T: Send + Sync`; the device
+// core's reference count is atomic.
+unsafe impl<T: DeviceOps> Send for DeviceRef<T> {}
+// SAFETY: `&DeviceRef<T>` only gives `&T`, and `T: Sync`.
+unsafe impl<T: DeviceOps> Sync for DeviceRef<T> {}
+
+impl<T: DeviceOps> DeviceRef<T> {
+    /// Takes a reference to `vdev`.
+    ///
+    /// # Safety
+    ///
+    /// `vdev` must satisfy the requirements of [`parts`] for the call.
+    unsafe fn new(vdev: *mut sys::vfio_device) -> Self {
+        // SAFETY: `vdev` is live by the function's safety requirements; its
+        // `device` is initialised by `_vfio_alloc_device`.
+        unsafe { kernel::bindings::get_device(addr_of_mut!((*vdev).device)) };
+        // INVARIANT: `vdev` starts a `Wrapper<T>` with initialised data (the
+        // requirements of `parts`), and the reference was just taken.
+        DeviceRef {
+            // SAFETY: `vdev` is not null: it is live.
+            wrapper: unsafe { NonNull::new_unchecked(vdev.cast()) },
+        }
+    }
+}
+
+impl<T: DeviceOps> core::ops::Deref for DeviceRef<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: By the type invariant the data is initialised and stays so
+        // while this reference lives.
+        unsafe { (*self.wrapper.as_ptr()).data.assume_init_ref() }
+    }
+}
+
+impl<T: DeviceOps> Drop for DeviceRef<T> {
+    fn drop(&mut self) {
+        let vdev = self.wrapper.as_ptr().cast::<sys::vfio_device>();
+        // SAFETY: Drops the reference this value holds (type invariant);
+        // the last one runs `release_callback`.
+        unsafe { kernel::bindings::put_device(addr_of_mut!((*vdev).device)) };
+    }
+}
+
+/// The dirty bitmap of a DMA-logging report (`struct iova_bitmap`),
+/// mapped by the VFIO core for one [`DeviceOps::log_read_and_clear`].
+#[repr(transparent)]
+pub(crate) struct IovaBitmap(Opaque<sys::iova_bitmap>);
+
+impl IovaBitmap {
+    /// Marks `iova..iova + length` dirty (the bitmap ignores what lies
+    /// outside the piece it maps now).
+    pub(crate) fn set(&self, iova: u64, length: u64) {
+        // SAFETY: `self` is the bitmap the core passed to
+        // `log_read_and_clear_callback`, valid for the call, and
+        // `iova_bitmap_set` takes any range.
+        unsafe { sys::iova_bitmap_set(self.0.get(), iova as _, length as _) };
     }
 }
 
@@ -231,6 +385,18 @@ impl<T: DeviceOps> OpsTable<T> {
         // all-zero is `None`.
         ..unsafe { MaybeUninit::zeroed().assume_init() }
     };
+
+    const MIGRATION_OPS: sys::vfio_migration_ops = sys::vfio_migration_ops {
+        migration_set_state: Some(migration_set_state_callback::<T>),
+        migration_get_state: Some(migration_get_state_callback::<T>),
+        migration_get_data_size: Some(migration_get_data_size_callback::<T>),
+    };
+
+    const LOG_OPS: sys::vfio_log_ops = sys::vfio_log_ops {
+        log_start: Some(log_start_callback::<T>),
+        log_stop: Some(log_stop_callback::<T>),
+        log_read_and_clear: Some(log_read_and_clear_callback::<T>),
+    };
 }
 
 impl<T: DeviceOps> Registration<T> {
@@ -254,6 +420,24 @@ impl<T: DeviceOps> Registration<T> {
         let vdev =
             from_err_ptr(unsafe { sys::_vfio_alloc_device(size_of::<Wrapper<T>>(), parent, ops) })?;
         let wrapper = vdev.cast::<Wrapper<T>>();
+
+        // Migration and DMA logging are static properties of the device,
+        // set before it is registered.
+        if T::HAS_MIGRATION_SET_STATE {
+            let mig_ops: &'static sys::vfio_migration_ops = &OpsTable::<T>::MIGRATION_OPS;
+            // SAFETY: `vdev` is a fresh allocation, not yet shared; the
+            // table is static.
+            unsafe {
+                (*vdev).migration_flags = T::MIGRATION_FLAGS;
+                (*vdev).mig_ops = mig_ops;
+            }
+        }
+        if T::HAS_LOG_START {
+            let log_ops: &'static sys::vfio_log_ops = &OpsTable::<T>::LOG_OPS;
+            // SAFETY: `vdev` is a fresh allocation, not yet shared; the
+            // table is static.
+            unsafe { (*vdev).log_ops = log_ops };
+        }
 
         // SAFETY: `wrapper` is a fresh allocation, not yet shared; the work
         // item lives as long as the allocation, and `work_callback::<T>`
@@ -330,29 +514,49 @@ impl<T: DeviceOps> Drop for Registration<T> {
     }
 }
 
-/// Returns the driver data of a registered device, and its handle.
+/// Returns the driver data of a device, and its handle.
 ///
 /// # Safety
 ///
-/// `vdev` must be the `vdev` of a live, registered `Wrapper<T>` with
-/// initialised data, and the references must not outlive it.
+/// `vdev` must be the `vdev` of a `Wrapper<T>` whose data is initialised,
+/// and stays so for `'a`; for the handle's methods, the device must be
+/// registered and open for `'a` (the invariant of [`Device`]).
+///
+/// Every callback of the tables in [`OpsTable`] meets this for the duration
+/// of the call, and cites this argument:
+///
+/// - the tables are installed only by [`Registration::new`], on the
+///   `Wrapper<T>` it allocates, so `vdev` starts a `Wrapper<T>` of the
+///   callback's `T`;
+/// - `data` is initialised before the device is registered and dropped only
+///   by `release_callback`, which the core calls once the last reference
+///   is gone, after every other callback has returned;
+/// - the core calls `read`, `write`, `ioctl`, `dma_unmap` and the migration
+///   and logging callbacks through an open device file, so on a registered,
+///   open device; `open` and `close` on a registered device, which is open
+///   once `open` succeeded and until `close` returns; the work item runs
+///   only between the two (`close_callback` cancels it).
 unsafe fn parts<'a, T>(vdev: *mut sys::vfio_device) -> (&'a T, &'a Device) {
     let wrapper = vdev.cast::<Wrapper<T>>();
-    // SAFETY: By the function's safety requirements.
+    // SAFETY: By the function's safety requirements `wrapper` is live with
+    // initialised data for `'a`, and the device is registered and open.
     unsafe { ((*wrapper).data.assume_init_ref(), Device::from_raw(vdev)) }
 }
 
 /// # Safety
 ///
-/// Called by the VFIO core when the last reference to `vdev` goes.
+/// Called by the VFIO core when the last reference to a device of
+/// [`Registration::new`] goes.
 unsafe extern "C" fn release_callback<T: DeviceOps>(vdev: *mut sys::vfio_device) {
     let wrapper = vdev.cast::<Wrapper<T>>();
     // No other user is left, and only callbacks of an open device queue the
     // work item: cancelling it only makes sure no work runs on the data.
-    // SAFETY: The work item was initialised before registration.
+    // SAFETY: `vdev` starts a `Wrapper<T>` (see `parts`), whose work item
+    // was initialised before registration.
     unsafe { kernel::bindings::cancel_work_sync(dev_work(vdev)) };
     // SAFETY: `initialized` says whether `data` holds a value, which is
-    // dropped in place (the core frees the memory).
+    // dropped in place (the core frees the memory); nobody else holds a
+    // reference to the device any more, so nothing uses the data.
     unsafe {
         if (*wrapper).initialized {
             (*wrapper).data.assume_init_drop();
@@ -362,23 +566,23 @@ unsafe extern "C" fn release_callback<T: DeviceOps>(vdev: *mut sys::vfio_device)
 
 /// # Safety
 ///
-/// Called by the VFIO core on a registered device.
+/// Called by the VFIO core (`open_device`); see [`parts`].
 unsafe extern "C" fn open_callback<T: DeviceOps>(vdev: *mut sys::vfio_device) -> i32 {
-    // SAFETY: Registered devices have initialised data.
+    // SAFETY: A callback of `OpsTable::<T>::OPS`: see `parts`.
     let (data, dev) = unsafe { parts::<T>(vdev) };
     from_result(|| data.open(dev).map(|()| 0))
 }
 
 /// # Safety
 ///
-/// Called by the VFIO core on a registered device.
+/// Called by the VFIO core (`close_device`); see [`parts`].
 unsafe extern "C" fn close_callback<T: DeviceOps>(vdev: *mut sys::vfio_device) {
-    // SAFETY: Registered devices have initialised data.
+    // SAFETY: A callback of `OpsTable::<T>::OPS`: see `parts`.
     let (data, dev) = unsafe { parts::<T>(vdev) };
     data.close(dev);
-    // SAFETY: The work item was initialised before registration. Once this
-    // returns it is neither queued nor running, so it never runs on a
-    // closed device.
+    // SAFETY: `vdev` starts a `Wrapper<T>` (see `parts`) whose work item was
+    // initialised before registration. Once this returns the work is
+    // neither queued nor running, so it never runs on a closed device.
     unsafe { kernel::bindings::cancel_work_sync(dev_work(vdev)) };
 }
 
@@ -395,13 +599,13 @@ unsafe fn dev_work(vdev: *mut sys::vfio_device) -> *mut kernel::bindings::work_s
 
 /// # Safety
 ///
-/// Called by the VFIO core on an open device.
+/// Called by the VFIO core (`dma_unmap`); see [`parts`].
 unsafe extern "C" fn dma_unmap_callback<T: DeviceOps>(
     vdev: *mut sys::vfio_device,
     iova: u64,
     length: u64,
 ) {
-    // SAFETY: Registered devices have initialised data.
+    // SAFETY: A callback of `OpsTable::<T>::OPS`: see `parts`.
     let (data, dev) = unsafe { parts::<T>(vdev) };
     data.dma_unmap(dev, iova, length);
 }
@@ -412,12 +616,19 @@ unsafe extern "C" fn dma_unmap_callback<T: DeviceOps>(
 /// work items initialised with this function), whose device is open:
 /// `close_callback` cancels the work before the device is closed.
 unsafe extern "C" fn work_callback<T: DeviceOps>(work: *mut kernel::bindings::work_struct) {
-    let vdev = work
-        .cast::<u8>()
-        .wrapping_sub(offset_of!(Header, work))
-        .cast::<sys::vfio_device>();
-    // SAFETY: By the function's safety requirements `vdev` is the device
-    // of a live `Wrapper<T>` with initialised data.
+    // SAFETY: By the function's safety requirements `work` is the `work` of
+    // a `Header`, so the subtraction stays inside that allocation.
+    let header = unsafe {
+        kernel::container_of!(
+            work.cast::<Opaque<kernel::bindings::work_struct>>(),
+            Header,
+            work
+        )
+    };
+    // CAST: A `Header` starts with its `vdev` (`repr(C)`).
+    let vdev = header.cast_mut().cast::<sys::vfio_device>();
+    // SAFETY: The work item of a `Wrapper<T>` of an open device: see
+    // `parts`.
     let (data, dev) = unsafe { parts::<T>(vdev) };
     data.work(dev);
 }
@@ -429,13 +640,14 @@ unsafe extern "C" fn work_callback<T: DeviceOps>(work: *mut kernel::bindings::wo
 /// `ppos` must be valid for reads.
 unsafe fn position(ppos: *mut kernel::bindings::loff_t) -> Result<u64> {
     // SAFETY: By the function's safety requirements.
-    u64::try_from(unsafe { *ppos }).map_err(|_| EINVAL)
+    let pos = unsafe { *ppos };
+    u64::try_from(pos).map_err(|_| EINVAL)
 }
 
 /// # Safety
 ///
-/// Called by the VFIO core on a registered device with a user buffer of
-/// `count` bytes and a valid `ppos`.
+/// Called by the VFIO core (`read`) with a user buffer of `count` bytes and
+/// a valid `ppos`; see [`parts`].
 unsafe extern "C" fn read_callback<T: DeviceOps>(
     vdev: *mut sys::vfio_device,
     buf: *mut c_char,
@@ -443,21 +655,21 @@ unsafe extern "C" fn read_callback<T: DeviceOps>(
     ppos: *mut kernel::bindings::loff_t,
 ) -> isize {
     from_result(|| {
-        // SAFETY: `ppos` is valid for the duration of the call.
+        // SAFETY: The core passes a `ppos` valid for the call.
         let pos = unsafe { position(ppos) }?;
         let user = UserSlice::new(buf as usize, count).writer();
-        // SAFETY: Registered devices have initialised data.
+        // SAFETY: A callback of `OpsTable::<T>::OPS`: see `parts`.
         let (data, dev) = unsafe { parts::<T>(vdev) };
         let done = data.read(dev, user, pos)?;
-        // SAFETY: `ppos` is valid for the duration of the call.
+        // SAFETY: The core passes a `ppos` valid for the call.
         unsafe { advance(ppos, pos, done) }
     })
 }
 
 /// # Safety
 ///
-/// Called by the VFIO core on a registered device with a user buffer of
-/// `count` bytes and a valid `ppos`.
+/// Called by the VFIO core (`write`) with a user buffer of `count` bytes
+/// and a valid `ppos`; see [`parts`].
 unsafe extern "C" fn write_callback<T: DeviceOps>(
     vdev: *mut sys::vfio_device,
     buf: *const c_char,
@@ -465,13 +677,13 @@ unsafe extern "C" fn write_callback<T: DeviceOps>(
     ppos: *mut kernel::bindings::loff_t,
 ) -> isize {
     from_result(|| {
-        // SAFETY: `ppos` is valid for the duration of the call.
+        // SAFETY: The core passes a `ppos` valid for the call.
         let pos = unsafe { position(ppos) }?;
         let user = UserSlice::new(buf as usize, count).reader();
-        // SAFETY: Registered devices have initialised data.
+        // SAFETY: A callback of `OpsTable::<T>::OPS`: see `parts`.
         let (data, dev) = unsafe { parts::<T>(vdev) };
         let done = data.write(dev, user, pos)?;
-        // SAFETY: `ppos` is valid for the duration of the call.
+        // SAFETY: The core passes a `ppos` valid for the call.
         unsafe { advance(ppos, pos, done) }
     })
 }
@@ -493,86 +705,121 @@ unsafe fn advance(ppos: *mut kernel::bindings::loff_t, pos: u64, done: usize) ->
 
 /// # Safety
 ///
-/// Called by the VFIO core on a registered device.
+/// Called by the VFIO core (`ioctl`); see [`parts`].
 unsafe extern "C" fn ioctl_callback<T: DeviceOps>(
     vdev: *mut sys::vfio_device,
     cmd: c_uint,
     arg: c_ulong,
 ) -> c_long {
     from_result(|| {
-        // SAFETY: Registered devices have initialised data.
+        // SAFETY: A callback of `OpsTable::<T>::OPS`: see `parts`.
         let (data, dev) = unsafe { parts::<T>(vdev) };
         let ret = data.ioctl(dev, cmd, arg)?;
         Ok(ret as c_long)
     })
 }
 
-/// The VFIO uapi the device model needs: ioctl numbers, structures and flags.
-pub(crate) mod uapi {
-    use crate::sys;
-    use kernel::ioctl::_IO;
-    use kernel::types::{AsBytes, FromBytes};
-
-    pub(crate) use sys::{
-        vfio_irq_info, vfio_irq_set, vfio_region_info, VFIO_DEVICE_FLAGS_PCI,
-        VFIO_DEVICE_FLAGS_RESET, VFIO_IRQ_INFO_AUTOMASKED, VFIO_IRQ_INFO_EVENTFD,
-        VFIO_IRQ_INFO_MASKABLE, VFIO_IRQ_INFO_NORESIZE, VFIO_IRQ_SET_ACTION_MASK,
-        VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_ACTION_TYPE_MASK, VFIO_IRQ_SET_ACTION_UNMASK,
-        VFIO_IRQ_SET_DATA_BOOL, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE,
-        VFIO_IRQ_SET_DATA_TYPE_MASK, VFIO_REGION_INFO_CAP_TYPE, VFIO_REGION_INFO_FLAG_CAPS,
-        VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
-    };
-
-    const fn vfio_io(nr: u32) -> u32 {
-        _IO(sys::VFIO_TYPE as u32, sys::VFIO_BASE + nr)
+/// # Safety
+///
+/// Called by the VFIO core (`migration_set_state`); see [`parts`].
+unsafe extern "C" fn migration_set_state_callback<T: DeviceOps>(
+    vdev: *mut sys::vfio_device,
+    new_state: sys::vfio_device_mig_state,
+) -> *mut kernel::bindings::file {
+    // SAFETY: A callback of `OpsTable::<T>::MIGRATION_OPS`: see `parts`.
+    let (_, dev) = unsafe { parts::<T>(vdev) };
+    // SAFETY: A callback of `OpsTable::<T>::MIGRATION_OPS`, as just above:
+    // see `parts`.
+    let this = unsafe { DeviceRef::<T>::new(vdev) };
+    match T::migration_set_state(this, dev, new_state) {
+        Ok(Some(file)) => file.into_raw(),
+        Ok(None) => core::ptr::null_mut(),
+        // SAFETY: `ERR_PTR` only encodes the errno in a pointer.
+        Err(e) => unsafe { kernel::bindings::ERR_PTR(e.to_errno() as c_long) }.cast(),
     }
+}
 
-    /// `VFIO_DEVICE_GET_INFO`.
-    pub(crate) const DEVICE_GET_INFO: u32 = vfio_io(7);
-    /// `VFIO_DEVICE_GET_REGION_INFO`.
-    pub(crate) const DEVICE_GET_REGION_INFO: u32 = vfio_io(8);
-    /// `VFIO_DEVICE_GET_IRQ_INFO`.
-    pub(crate) const DEVICE_GET_IRQ_INFO: u32 = vfio_io(9);
-    /// `VFIO_DEVICE_SET_IRQS`.
-    pub(crate) const DEVICE_SET_IRQS: u32 = vfio_io(10);
-    /// `VFIO_DEVICE_RESET`.
-    pub(crate) const DEVICE_RESET: u32 = vfio_io(11);
+/// # Safety
+///
+/// Called by the VFIO core (`migration_get_state`) with a `state` valid for
+/// writes; see [`parts`].
+unsafe extern "C" fn migration_get_state_callback<T: DeviceOps>(
+    vdev: *mut sys::vfio_device,
+    state: *mut sys::vfio_device_mig_state,
+) -> i32 {
+    from_result(|| {
+        // SAFETY: A callback of `OpsTable::<T>::MIGRATION_OPS`: see `parts`.
+        let (data, dev) = unsafe { parts::<T>(vdev) };
+        let current = data.migration_get_state(dev)?;
+        // SAFETY: The core passes a `state` valid for writes.
+        unsafe { *state = current };
+        Ok(0)
+    })
+}
 
-    /// `VFIO_PCI_INTX_IRQ_INDEX`.
-    pub(crate) const INTX_IRQ_INDEX: u32 = sys::VFIO_PCI_INTX_IRQ_INDEX;
-    /// `VFIO_PCI_MSI_IRQ_INDEX`.
-    pub(crate) const MSI_IRQ_INDEX: u32 = sys::VFIO_PCI_MSI_IRQ_INDEX;
-    /// `VFIO_PCI_NUM_IRQS`.
-    pub(crate) const NUM_IRQS: u32 = sys::VFIO_PCI_NUM_IRQS;
+/// # Safety
+///
+/// Called by the VFIO core (`migration_get_data_size`) with a `size` valid
+/// for writes; see [`parts`].
+unsafe extern "C" fn migration_get_data_size_callback<T: DeviceOps>(
+    vdev: *mut sys::vfio_device,
+    size: *mut c_ulong,
+) -> i32 {
+    from_result(|| {
+        // SAFETY: A callback of `OpsTable::<T>::MIGRATION_OPS`: see `parts`.
+        let (data, dev) = unsafe { parts::<T>(vdev) };
+        let bytes = data.migration_get_data_size(dev)?;
+        // SAFETY: The core passes a `size` valid for writes.
+        unsafe { *size = bytes as c_ulong };
+        Ok(0)
+    })
+}
 
-    // SAFETY: Integers only, no padding (32 bytes), no interior mutability.
-    unsafe impl FromBytes for vfio_region_info {}
-    // SAFETY: As above.
-    unsafe impl AsBytes for vfio_region_info {}
-    // SAFETY: Four `u32`s, no padding, no interior mutability.
-    unsafe impl FromBytes for vfio_irq_info {}
-    // SAFETY: As above.
-    unsafe impl AsBytes for vfio_irq_info {}
-    // SAFETY: Five `u32`s and an empty flexible array, no padding.
-    unsafe impl FromBytes for vfio_irq_set {}
+/// # Safety
+///
+/// Called by the VFIO core (`log_start`); see [`parts`]. The ranges are
+/// not looked at: the device logs every IOVA.
+unsafe extern "C" fn log_start_callback<T: DeviceOps>(
+    vdev: *mut sys::vfio_device,
+    _ranges: *mut kernel::bindings::rb_root_cached,
+    _nnodes: u32,
+    _page_size: *mut u64,
+) -> i32 {
+    from_result(|| {
+        // SAFETY: A callback of `OpsTable::<T>::LOG_OPS`: see `parts`.
+        let (data, dev) = unsafe { parts::<T>(vdev) };
+        data.log_start(dev).map(|()| 0)
+    })
+}
 
-    /// Checks a `VFIO_DEVICE_SET_IRQS` header the way vfio-pci does, for an
-    /// index with `num_irqs` interrupts; returns the size of the data that
-    /// follows it.
-    pub(crate) fn validate_irq_set(
-        hdr: &mut vfio_irq_set,
-        num_irqs: u32,
-    ) -> kernel::error::Result<usize> {
-        let mut data_size = 0usize;
-        // SAFETY: `hdr` and `data_size` are valid for the call.
-        kernel::error::to_result(unsafe {
-            sys::vfio_set_irqs_validate_and_prepare(
-                hdr,
-                num_irqs as i32,
-                NUM_IRQS as i32,
-                &mut data_size,
-            )
-        })?;
-        Ok(data_size)
-    }
+/// # Safety
+///
+/// Called by the VFIO core (`log_stop`); see [`parts`].
+unsafe extern "C" fn log_stop_callback<T: DeviceOps>(vdev: *mut sys::vfio_device) -> i32 {
+    from_result(|| {
+        // SAFETY: A callback of `OpsTable::<T>::LOG_OPS`: see `parts`.
+        let (data, dev) = unsafe { parts::<T>(vdev) };
+        data.log_stop(dev).map(|()| 0)
+    })
+}
+
+/// # Safety
+///
+/// Called by the VFIO core (`log_read_and_clear`) with a bitmap valid for
+/// the call; see [`parts`].
+unsafe extern "C" fn log_read_and_clear_callback<T: DeviceOps>(
+    vdev: *mut sys::vfio_device,
+    iova: c_ulong,
+    length: c_ulong,
+    dirty: *mut sys::iova_bitmap,
+) -> i32 {
+    from_result(|| {
+        // SAFETY: A callback of `OpsTable::<T>::LOG_OPS`: see `parts`.
+        let (data, dev) = unsafe { parts::<T>(vdev) };
+        // CAST: `IovaBitmap` is a transparent wrapper of the C struct.
+        // SAFETY: The core passes a bitmap valid for the call.
+        let dirty = unsafe { &*dirty.cast::<IovaBitmap>() };
+        data.log_read_and_clear(dev, iova as u64, length as u64, dirty)
+            .map(|()| 0)
+    })
 }

@@ -11,8 +11,8 @@
 //! Lock order. The VFIO core calls `dma_unmap` with its own locks held
 //! (type1: `device_list_lock`, which it takes under `iommu->lock`), and the
 //! driver's DMA calls take `iommu->lock`. So `dma_unmap` must not take a lock
-//! that is held across a DMA call: it takes only the [`PinLock`], which is
-//! never held across one, and leaves the register side of an unmap to the
+//! that is held across a DMA call: it takes only the lock of [`GuestPins`],
+//! which is never held across one, and leaves the register side of an unmap to the
 //! next holder of the device lock ([`State::apply_unmaps`]).
 
 use super::State;
@@ -37,12 +37,12 @@ const WRITER_MAX_SLEEP_MS: u64 = 100;
 /// Unmapped ranges remembered for the registers; more are merged.
 const UNMAP_SLOTS: usize = 8;
 
-/// The pages the device holds pinned, under their own lock (see the lock
-/// order above).
+/// The guest pages the device holds pinned and the unmaps the registers
+/// have not seen yet, under their own lock (see the lock order above).
 #[pin_data]
-pub(super) struct PinLock {
+pub(super) struct GuestPins {
     #[pin]
-    pins: Mutex<Pins>,
+    pins: Mutex<GuestPinsInner>,
     /// Signalled when a pin in progress is installed or abandoned.
     #[pin]
     pin_done: CondVar,
@@ -54,7 +54,7 @@ pub(super) struct PinLock {
     unmap_pending: AtomicBool,
 }
 
-struct Pins {
+struct GuestPinsInner {
     /// The pinned ring, and whether it is pinned for writing.
     ring: Option<(PinnedPages, bool)>,
     /// A ring pin is in progress (outside this lock).
@@ -64,10 +64,10 @@ struct Pins {
     unmapped_len: usize,
 }
 
-impl PinLock {
+impl GuestPins {
     pub(super) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
-            pins <- new_mutex!(Pins {
+            pins <- new_mutex!(GuestPinsInner {
                 ring: None,
                 pinning: false,
                 unmapped: [(0, 0); UNMAP_SLOTS],
@@ -88,7 +88,7 @@ impl PinLock {
     /// dropped (unpinned) once the lock is released.
     fn set_ring(
         &self,
-        pins: &mut Pins,
+        pins: &mut GuestPinsInner,
         ring: Option<(PinnedPages, bool)>,
     ) -> Option<(PinnedPages, bool)> {
         self.pinned.store(
@@ -306,7 +306,7 @@ impl State {
     /// again if `RING_CTRL` says `PINNED` (a write of `RING_CTRL`, or a
     /// committed stream). A failed pin clears `RING_CTRL` and reports in
     /// `RING_ERROR`.
-    pub(super) fn ring_sync(&mut self, dev: &Device, pins: &PinLock) {
+    pub(super) fn ring_sync(&mut self, dev: &Device, pins: &GuestPins) {
         pins.release();
         if self.regs.dma.ring_ctrl & RING_PINNED == 0 {
             return;
@@ -347,7 +347,7 @@ impl State {
     /// registers: a ring it took, a queued command or the writer in an
     /// unmapped range end with `ECANCELED`. Called by every holder of the
     /// device lock before it looks at the device.
-    pub(super) fn apply_unmaps(&mut self, pins: &PinLock) {
+    pub(super) fn apply_unmaps(&mut self, pins: &GuestPins) {
         let (ranges, n) = pins.take_unmapped();
         for &(start, end) in ranges.iter().take(n) {
             let len = end - start;

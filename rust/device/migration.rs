@@ -7,7 +7,8 @@
 //! and applies what that logic decides to the device, under the device lock.
 //! Documented for VMM authors in `Documentation/migration-abi.rst`.
 
-use super::{dma::PinLock, zeroed_bytes, State};
+use super::{dma::GuestPins, zeroed_bytes, State};
+use crate::dyndbg::dyn_debug;
 use crate::logic::abi::migration::{
     DeviceState, Field, BITMAP_LEN, BITMAP_OFFSET, DATA_LEN, DATA_OFFSET,
 };
@@ -17,16 +18,34 @@ use crate::logic::dirty_log::{BitmapArea, Chunk, ChunkStore, DirtyLog, OutOfMemo
 use crate::logic::migration_region::{self as layout, Target};
 use crate::logic::regs::Registers;
 use crate::logic::snapshot::{self, BLOB_LEN};
-use crate::logic::state::{plan_raw, Action};
-use crate::logic::stream::{Decoder, Encoder, RestoreSink, SaveSource, StreamError, StreamParams};
+use crate::logic::state::{plan_raw, Action, Transition};
+use crate::logic::stream::{
+    Decoder, Encoder, Pending, RestoreSink, SaveSource, StreamError, StreamParams,
+};
+use crate::logic::v2::V2State;
 use crate::vfio;
 use core::ops::Range;
 use kernel::prelude::*;
 use kernel::uaccess::{UserSliceReader, UserSliceWriter};
 
-/// Migration state of one device.
+/// Migration state of one device, shared by its two interfaces: the
+/// region (this file) and v2 (`device/v2.rs`). At most one of them has a
+/// migration under way; the other's state changes fail with `EBUSY`.
 pub(super) struct Migration {
+    /// The region's state.
     state: DeviceState,
+    /// The v2 state.
+    pub(super) v2: V2State,
+    /// v2 DMA logging is on (`VFIO_DEVICE_FEATURE_DMA_LOGGING_START`).
+    pub(super) dma_logging: bool,
+    /// The v2 data file that may use the stream now (0: none). A file with
+    /// another number belongs to a session that ended, and is refused.
+    pub(super) file_id: u64,
+    /// The number the next data file gets.
+    next_file_id: u64,
+    /// The pre-copy reader has seen the initial image through
+    /// (`VFIO_MIG_GET_PRECOPY_INFO`).
+    pub(super) initial_done: bool,
     threshold: u64,
     data_offset: u64,
     data_size: u64,
@@ -37,7 +56,7 @@ pub(super) struct Migration {
     /// Device-memory pages written since the stream last carried them.
     mem_dirty: Bitmap<KVec<u64>>,
     /// Guest pages the device wrote since a dirty query last reported them.
-    guest_dirty: DirtyLog<ChunkVec>,
+    pub(super) guest_dirty: DirtyLog<ChunkVec>,
     /// The data area: chunks staged in either direction.
     data: KVVec<u8>,
     /// The dirty-bitmap area.
@@ -48,12 +67,12 @@ pub(super) struct Migration {
     touched_len: usize,
     /// Userspace wrote into the bitmap area: the next query clears it all.
     bitmap_scribbled: bool,
-    save: Option<Encoder>,
-    resume: Option<Resume>,
+    pub(super) save: Option<Encoder>,
+    pub(super) resume: Option<Resume>,
 }
 
 /// The dirty log's chunks, in a kernel vector.
-struct ChunkVec(KVec<Chunk>);
+pub(super) struct ChunkVec(KVec<Chunk>);
 
 impl ChunkStore for ChunkVec {
     fn chunks(&self) -> &[Chunk] {
@@ -82,14 +101,14 @@ impl ChunkStore for ChunkVec {
 }
 
 /// A stream being received, and the state it builds.
-struct Resume {
-    decoder: Decoder,
-    shadow: Shadow,
+pub(super) struct Resume {
+    pub(super) decoder: Decoder,
+    pub(super) shadow: Shadow,
 }
 
 /// What a stream restores, kept apart from the live device until the
 /// stream is complete and valid.
-struct Shadow {
+pub(super) struct Shadow {
     mem: KVVec<u8>,
     blob: [u8; BLOB_LEN],
     parsed: Option<(Registers, [u8; config::SIZE])>,
@@ -150,12 +169,16 @@ impl Migration {
     /// The migration state of a device of stream type `type_id` with
     /// `mem_size` bytes of device memory, in `NONE`.
     pub(super) fn new(type_id: u32, mem_size: usize) -> Result<Self> {
-        let params =
-            StreamParams::new(type_id, mem_size as u64, BLOB_LEN as u32).map_err(|_| EINVAL)?;
+        let params = StreamParams::new(type_id, mem_size as u64, BLOB_LEN as u32)?;
         let npages = params.npages();
         let words = KVec::from_elem(0u64, words_for(npages), GFP_KERNEL)?;
         Ok(Migration {
             state: DeviceState::None,
+            v2: V2State::Running,
+            dma_logging: false,
+            file_id: 0,
+            next_file_id: 1,
+            initial_done: false,
             threshold: 0,
             data_offset: 0,
             data_size: 0,
@@ -163,7 +186,7 @@ impl Migration {
             dirty_total: 0,
             dirty_copied: 0,
             params,
-            mem_dirty: Bitmap::new(words, npages).map_err(|_| EINVAL)?,
+            mem_dirty: Bitmap::new(words, npages)?,
             guest_dirty: DirtyLog::new(ChunkVec(KVec::new())),
             data: zeroed_bytes(DATA_LEN as usize)?,
             bitmap: zeroed_bytes(BITMAP_LEN as usize)?,
@@ -175,9 +198,14 @@ impl Migration {
         })
     }
 
-    /// Back to `NONE` with no stream, no dirty log and cleared registers.
+    /// Back to `NONE` (region) and `RUNNING` (v2) with no stream, no data
+    /// file and cleared registers. v2 DMA logging stays on if it was: the
+    /// guest pages the device wrote before are still to be reported.
     pub(super) fn reset(&mut self) {
         self.state = DeviceState::None;
+        self.v2 = V2State::Running;
+        self.file_id = 0;
+        self.initial_done = false;
         self.threshold = 0;
         self.data_offset = 0;
         self.data_size = 0;
@@ -185,26 +213,97 @@ impl Migration {
         self.dirty_total = 0;
         self.dirty_copied = 0;
         self.mem_dirty.clear_all();
-        self.guest_dirty.clear();
+        if !self.dma_logging {
+            self.guest_dirty.clear();
+        }
         self.save = None;
         self.resume = None;
     }
 
     /// Whether the device may work (BAR writes, DMA).
     pub(super) fn running(&self) -> bool {
-        self.state.is_running()
+        self.state.is_running() && self.v2.properties().running
+    }
+
+    /// A migration is under way through the region (its state is neither
+    /// `NONE` nor `RUNNING`).
+    pub(super) fn region_busy(&self) -> bool {
+        !matches!(self.state, DeviceState::None | DeviceState::Running)
+    }
+
+    /// A migration is under way through v2 (a state other than `RUNNING`,
+    /// or DMA logging on).
+    pub(super) fn v2_busy(&self) -> bool {
+        self.v2 != V2State::Running || self.dma_logging
+    }
+
+    /// Device-memory pages are tracked for a save stream, of either
+    /// interface.
+    fn mem_logging(&self) -> bool {
+        self.state.properties().logging || self.v2.properties().logging
+    }
+
+    /// Guest pages the device writes are logged: the region's logging
+    /// states, or v2 DMA logging.
+    pub(super) fn guest_logging(&self) -> bool {
+        self.state.properties().logging || self.dma_logging
+    }
+
+    /// Numbers a new data file and makes it the one that may use the
+    /// stream.
+    pub(super) fn new_file_id(&mut self) -> u64 {
+        self.file_id = self.next_file_id;
+        self.next_file_id += 1;
+        self.file_id
+    }
+
+    /// The first `len` bytes of the data area, where a chunk is staged.
+    pub(super) fn staging(&mut self, len: usize) -> Result<&mut [u8]> {
+        self.data.get_mut(..len).ok_or(EINVAL)
+    }
+
+    /// The first `len` bytes of the data area, as staged.
+    pub(super) fn staged(&self, len: usize) -> Result<&[u8]> {
+        self.data.get(..len).ok_or(EINVAL)
+    }
+
+    /// What the save stream has still to send (nothing without one).
+    pub(super) fn pending(&self) -> Pending {
+        self.save
+            .as_ref()
+            .map(|enc| enc.pending(&self.mem_dirty))
+            .unwrap_or_default()
+    }
+
+    /// How many bytes a save would send once the device is stopped: the
+    /// rest of the stream under way, or a whole stream.
+    pub(super) fn stop_copy_bytes(&self) -> u64 {
+        match &self.save {
+            Some(enc) => enc.pending(&self.mem_dirty).total(),
+            None => self.params.full_stream_len().unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Refuses a data file whose session ended (`ENODEV`, as mtty does).
+    pub(super) fn check_file(&self, id: u64) -> Result {
+        if id != 0 && id == self.file_id {
+            Ok(())
+        } else {
+            dyn_debug!("data file refused: its migration session ended");
+            Err(ENODEV)
+        }
     }
 
     /// Notes a DMA write of `count` guest pages from frame `first`.
     pub(super) fn guest_written(&mut self, first: u64, count: u64) {
-        if self.state.properties().logging {
+        if self.guest_logging() {
             self.guest_dirty.mark(first, count);
         }
     }
 
     /// Notes a device-memory write of `range` for the dirty log.
     pub(super) fn mem_written(&mut self, range: &Range<usize>) {
-        if !self.state.properties().logging || range.is_empty() {
+        if !self.mem_logging() || range.is_empty() {
             return;
         }
         let first = range.start / PAGE_SIZE;
@@ -227,12 +326,12 @@ impl State {
     /// A read of the migration region at `offset`.
     pub(super) fn migration_read(
         &mut self,
-        pins: &PinLock,
+        pins: &GuestPins,
         offset: u64,
         buf: &mut UserSliceWriter,
     ) -> Result {
         let len = buf.len();
-        match layout::decode(offset, len, false).map_err(|_| EINVAL)? {
+        match layout::decode(offset, len, false)? {
             Target::Field(Field::DeviceState) => buf.write(&self.mig.state.raw()),
             Target::Field(field) => {
                 let value = self.read_field(pins, field)?;
@@ -247,12 +346,12 @@ impl State {
     pub(super) fn migration_write(
         &mut self,
         dev: &vfio::Device,
-        pins: &PinLock,
+        pins: &GuestPins,
         offset: u64,
         buf: &mut UserSliceReader,
     ) -> Result {
         let len = buf.len();
-        match layout::decode(offset, len, true).map_err(|_| EINVAL)? {
+        match layout::decode(offset, len, true)? {
             Target::Field(Field::DeviceState) => {
                 let raw = buf.read::<u32>()?;
                 self.set_state(dev, pins, raw)
@@ -269,16 +368,17 @@ impl State {
         }
     }
 
-    fn read_field(&mut self, pins: &PinLock, field: Field) -> Result<u64> {
+    fn read_field(&mut self, pins: &GuestPins, field: Field) -> Result<u64> {
         match field {
             Field::DataSize => return self.get_buffer(),
             Field::DirtyCopied => return self.dirty_query(pins),
             _ => {}
         }
         let mig = &self.mig;
-        let pending = match &mig.save {
-            Some(enc) if mig.state.allows(Action::GetPending) => enc.pending(&mig.mem_dirty),
-            _ => Default::default(),
+        let pending = if mig.state.allows(Action::GetPending) {
+            mig.pending()
+        } else {
+            Pending::default()
         };
         Ok(match field {
             Field::PrecopyOnly => pending.precopy_only,
@@ -313,11 +413,30 @@ impl State {
     /// Get buffer: stages the next chunk of the stream in the data area.
     fn get_buffer(&mut self) -> Result<u64> {
         allowed(self.mig.state, Action::GetBuffer)?;
-        let stopped = !self.mig.running();
         let cap = match self.mig.threshold {
             0 => DATA_LEN,
             t => t.min(DATA_LEN),
         } as usize;
+        let n = self.encode_next(cap)? as u64;
+        self.mig.data_offset = DATA_OFFSET;
+        self.mig.data_size = n;
+        Ok(n)
+    }
+
+    /// Set buffer: hands `[data.offset, data.offset + size)` to the decoder.
+    fn set_buffer(&mut self, size: u64) -> Result {
+        allowed(self.mig.state, Action::SetBuffer)?;
+        let range = layout::set_buffer_span(self.mig.data_offset, size)?;
+        self.decode(range)?;
+        self.mig.data_size = size;
+        Ok(())
+    }
+
+    /// Encodes the next bytes of the save stream (at most `cap`) into the
+    /// data area, from its start; returns how many (0: nothing now, or the
+    /// end). Both interfaces save through this.
+    pub(super) fn encode_next(&mut self, cap: usize) -> Result<usize> {
+        let stopped = !self.mig.running();
         let src = Source {
             mem: &self.mem,
             blob: snapshot::save(&self.regs, &self.config),
@@ -325,24 +444,16 @@ impl State {
         let mig = &mut self.mig;
         let encoder = mig.save.as_mut().ok_or(EINVAL)?;
         let out = mig.data.get_mut(..cap).ok_or(EINVAL)?;
-        let n = encoder.fill(&src, &mut mig.mem_dirty, stopped, out) as u64;
-        mig.data_offset = DATA_OFFSET;
-        mig.data_size = n;
-        Ok(n)
+        Ok(encoder.fill(&src, &mut mig.mem_dirty, stopped, out))
     }
 
-    /// Set buffer: hands `[data.offset, data.offset + size)` to the decoder.
-    fn set_buffer(&mut self, size: u64) -> Result {
-        allowed(self.mig.state, Action::SetBuffer)?;
+    /// Hands the bytes `range` of the data area to the resume stream's
+    /// decoder. Both interfaces restore through this.
+    pub(super) fn decode(&mut self, range: Range<usize>) -> Result {
         let mig = &mut self.mig;
-        let range = layout::set_buffer_span(mig.data_offset, size).map_err(|_| EINVAL)?;
         let chunk = mig.data.get(range).ok_or(EINVAL)?;
         let resume = mig.resume.as_mut().ok_or(EINVAL)?;
-        resume
-            .decoder
-            .feed(chunk, &mut resume.shadow)
-            .map_err(|_| EINVAL)?;
-        mig.data_size = size;
+        resume.decoder.feed(chunk, &mut resume.shadow)?;
         Ok(())
     }
 
@@ -352,12 +463,11 @@ impl State {
     /// into the bitmap area. Costs what the dirty pages cost: the log is
     /// sparse, and the area is cleared word by word where the last query
     /// set bits.
-    fn dirty_query(&mut self, pins: &PinLock) -> Result<u64> {
+    fn dirty_query(&mut self, pins: &GuestPins) -> Result<u64> {
         allowed(self.mig.state, Action::DirtyQuery)?;
         let ring = pins.writable_ring();
         let mig = &mut self.mig;
-        let pages =
-            layout::dirty_query_pages(mig.dirty_start, mig.dirty_total).map_err(|_| EINVAL)?;
+        let pages = layout::dirty_query_pages(mig.dirty_start, mig.dirty_total)?;
         let start = mig.dirty_start / GUEST_PAGE_SIZE;
         let mut area = BitmapArea::new(&mut mig.bitmap, &mut mig.touched, &mut mig.touched_len);
         if core::mem::take(&mut mig.bitmap_scribbled) {
@@ -365,26 +475,36 @@ impl State {
         } else {
             area.clear();
         }
-        mig.guest_dirty.report(start, pages, |k| area.set(k));
-        if let Some((first, count)) = ring {
-            // `dirty_query_pages` checked that `start + pages` fits.
-            let from = first.max(start);
-            let to = first.saturating_add(count).min(start + pages);
-            (from..to).for_each(|p| area.set(p - start));
-        }
+        report_dirty(&mut mig.guest_dirty, start, pages, ring, |k| area.set(k));
         mig.data_offset = BITMAP_OFFSET;
         mig.dirty_copied = pages;
         Ok(pages)
     }
 
     /// A write of `device_state`: plans the change with the pure state
-    /// table and applies its effects. Anything that can fail happens before
-    /// anything changes.
-    fn set_state(&mut self, dev: &vfio::Device, pins: &PinLock, raw: u32) -> Result {
-        let (to, effects) = plan_raw(self.mig.state, raw).map_err(|_| EINVAL)?;
+    /// table and applies its effects.
+    fn set_state(&mut self, dev: &vfio::Device, pins: &GuestPins, raw: u32) -> Result {
+        if self.mig.v2_busy() {
+            dyn_debug!("region state change refused: a v2 migration is under way");
+            return Err(EBUSY);
+        }
+        let (to, effects) = plan_raw(self.mig.state, raw)?;
+        self.apply_transition(dev, pins, effects, |mig| mig.state = to)
+    }
+
+    /// Applies the effects of a state change of either interface, then
+    /// `enter`, which records the new state. Anything that can fail
+    /// happens before anything changes.
+    pub(super) fn apply_transition(
+        &mut self,
+        dev: &vfio::Device,
+        pins: &GuestPins,
+        effects: Transition,
+        enter: impl FnOnce(&mut Migration),
+    ) -> Result {
         if effects.commit_resume {
             let resume = self.mig.resume.as_ref().ok_or(EINVAL)?;
-            resume.decoder.finish().map_err(|_| EINVAL)?;
+            resume.decoder.finish()?;
             if resume.shadow.parsed.is_none() {
                 return Err(EINVAL);
             }
@@ -401,13 +521,13 @@ impl State {
         } else {
             None
         };
+        let guest_logging = self.mig.guest_logging();
 
         // Quiescing has nothing to wait for: DMA runs under the device
         // lock, which this holds, so no transfer is in flight, and the
         // engine checks `running` before starting the next one.
         if effects.stop_logging {
             self.mig.mem_dirty.clear_all();
-            self.mig.guest_dirty.clear();
         }
         if effects.end_save {
             self.mig.save = None;
@@ -437,10 +557,33 @@ impl State {
         }
         if effects.start_logging {
             self.mig.mem_dirty.set_all();
+        }
+        enter(&mut self.mig);
+        // Guest-page logging starts and ends with an empty log.
+        if self.mig.guest_logging() != guest_logging {
             self.mig.guest_dirty.clear();
         }
-        self.mig.state = to;
         Ok(())
+    }
+}
+
+/// Reports and forgets the guest pages of `pages` pages from frame `start`
+/// that `log` holds, plus the pages of a ring pinned for writing (`ring`:
+/// first frame and count), which count as dirty on every report:
+/// `emit(k)` for page `start + k`. What the region's dirty query and a v2
+/// DMA-logging report share.
+pub(super) fn report_dirty(
+    log: &mut DirtyLog<ChunkVec>,
+    start: u64,
+    pages: u64,
+    ring: Option<(u64, u64)>,
+    mut emit: impl FnMut(u64),
+) {
+    log.report(start, pages, &mut emit);
+    if let Some((first, count)) = ring {
+        let from = first.max(start);
+        let to = first.saturating_add(count).min(start.saturating_add(pages));
+        (from..to).for_each(|p| emit(p - start));
     }
 }
 

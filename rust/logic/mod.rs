@@ -20,3 +20,4 @@ pub(crate) mod regs;
 pub(crate) mod snapshot;
 pub(crate) mod state;
 pub(crate) mod stream;
+pub(crate) mod v2;

@@ -175,9 +175,9 @@ impl Transition {
             start_save: !from.saving() && to.saving(),
             end_save: from.saving() && !to.saving(),
             start_resume: !from.resuming() && to.resuming(),
-            commit_resume: from.resuming()
-                && matches!(to.direction, Direction::Resume)
-                && matches!(to.stream, StreamPhase::Done),
+            // Leaving an open resume stream other than by rollback commits it
+            // (region: RESUME_COMPLETED; v2: RESUMING to STOP).
+            commit_resume: from.resuming() && !to.resuming() && !to.rollback,
             discard_resume_and_reset: from_resume_side && to.rollback,
             restore_running: from_save_side && !to_save_side && to.running,
         }

@@ -437,8 +437,7 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    /// Sum of the three parts, saturating (for tests).
-    #[cfg(test)]
+    /// Sum of the three parts, saturating.
     pub(crate) fn total(&self) -> u64 {
         self.precopy_only
             .saturating_add(self.compatible)

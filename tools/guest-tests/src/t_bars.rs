@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 //! BAR0 registers (region 0), BAR2 device memory (region 2), empty regions.
 
-use crate::device::region_offset;
 use vfio_mig::{Device, OpenPath};
 
-use crate::device::{bar0, region, TypeSpec, BAR0_SIZE, LARGE, NUM_REGIONS, SMALL};
+use crate::device::{bar0, region, region_offset, TypeSpec, BAR0_SIZE, LARGE, NUM_REGIONS, SMALL};
 use crate::util::{expect_errno, pattern, Ctx, Env, Io, TResult};
 use crate::{ensure, ensure_eq, ensure_hex};
 

@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 //! PCI configuration space (region 7).
 
-use crate::device::region_offset;
 use vfio_mig::{Device, OpenPath};
 
-use crate::device::{cfg, region, TypeSpec, CONFIG_SIZE, LARGE, SMALL};
+use crate::device::{cfg, region, region_offset, TypeSpec, CONFIG_SIZE, LARGE, SMALL};
 use crate::util::{expect_errno, Ctx, Env, Io, TResult};
 use crate::{ensure, ensure_eq, ensure_hex};
 

@@ -11,13 +11,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::device::region_offset;
 use vfio_mig::migration::{state_name, Field, SaveOptions};
 use vfio_mig::stream::{self, Layout};
 use vfio_mig::{errno_name, Device, DeviceState, OpenPath, Pending};
 
 use crate::device::{
-    bar0, cfg, mig, region, TypeSpec, LARGE, MIGRATION_FLAGS, MIGRATION_TYPE, SMALL,
+    bar0, cfg, mig, region, region_offset, TypeSpec, LARGE, MIGRATION_FLAGS, MIGRATION_TYPE, SMALL,
 };
 use crate::t_bars::{check_bar0_power_on, check_bar2_zero};
 use crate::t_config::{check_power_on, same_bytes, snapshot};

@@ -2,12 +2,13 @@
 //! The library's VFIO plumbing checked against the C sample mtty (Linux
 //! 6.12 samples/vfio-mdev/mtty.c). Skipped when mtty is not loaded.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use crate::device::region_offset;
 use vfio_mig::uapi::vfio;
 use vfio_mig::{Device, EventFd, GuestMemory, Mdev, OpenPath, Parent};
 
+use crate::device::region_offset;
 use crate::util::{expect_errno, expect_fire, expect_quiet, skip, Ctx, Env, Io, TResult};
 use crate::{ensure, ensure_eq, ensure_hex};
 
@@ -205,8 +206,9 @@ fn mtty_checks(m: &Mdev, path: OpenPath) -> TResult {
     dev.disable_irq(1).ctx("disable MSI")?;
 
     let mut buf = [0u64; 8];
+    let arg = buf.as_mut_ptr() as libc::c_ulong;
     // SAFETY: buf is 64 writable bytes; an unknown ioctl does not touch them.
-    let r = unsafe { dev.raw_ioctl(0x3ba0, buf.as_mut_ptr() as libc::c_ulong) };
+    let r = unsafe { vfio_mig::ioctl::raw(dev.as_fd(), 0x3ba0, arg) };
     expect_errno(r, libc::ENOTTY, "unknown ioctl")?;
     dev.reset().ctx("VFIO_DEVICE_RESET")?;
     ensure_hex!(

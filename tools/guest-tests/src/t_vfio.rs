@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Opening through both paths; GET_INFO, GET_REGION_INFO, GET_IRQ_INFO.
 
-use crate::device::region_offset;
+use std::os::fd::AsFd;
+
 use vfio_mig::uapi::vfio;
 use vfio_mig::{Device, OpenPath};
 
 use crate::device::{
-    region, region_expect, TypeSpec, DEVICE_FLAGS, DEVICE_INFO_MINSZ, IRQS, IRQ_INFO_MINSZ, LARGE,
-    MIGRATION_FLAGS, MIGRATION_TYPE, NUM_IRQS, NUM_REGIONS, REGION_INFO_MINSZ, SMALL,
+    region, region_expect, region_offset, TypeSpec, DEVICE_FLAGS, DEVICE_INFO_MINSZ, IRQS,
+    IRQ_INFO_MINSZ, LARGE, MIGRATION_FLAGS, MIGRATION_TYPE, NUM_IRQS, NUM_REGIONS,
+    REGION_INFO_MINSZ, SMALL,
 };
 use crate::util::{expect_errno, skip, Ctx, Env, TResult};
 use crate::{ensure, ensure_eq, ensure_hex};
@@ -239,13 +241,11 @@ pub fn unknown_ioctl(env: &Env) -> TResult {
     // VFIO_TYPE but a number VFIO does not define, and another type.
     for request in [0x3ba0u64, 0x3bff, 0x7801] {
         let mut buf = [0u64; 64];
+        let arg = buf.as_mut_ptr() as libc::c_ulong;
         // SAFETY: buf is 512 writable bytes; an unknown ioctl touches nothing,
         // and a driver that wrongly handles it would find a zeroed struct
         // large enough for any VFIO header.
-        let r = unsafe {
-            fx.dev()
-                .raw_ioctl(request, buf.as_mut_ptr() as libc::c_ulong)
-        };
+        let r = unsafe { vfio_mig::ioctl::raw(fx.dev().as_fd(), request, arg) };
         expect_errno(r, libc::ENOTTY, &format!("ioctl {request:#x}"))?;
     }
     // The device still answers.

@@ -10,6 +10,8 @@
 //! the shared files' own `#[cfg(test)]` modules.
 
 #![cfg_attr(not(test), no_std)]
+// The logic is pure: no `unsafe` in it, nor in its tests.
+#![forbid(unsafe_code)]
 // The shared items are used by the kernel and by the tests, not by this
 // library itself.
 #![allow(dead_code)]
@@ -37,6 +39,8 @@ pub mod snapshot;
 pub mod state;
 #[path = "../../../rust/logic/stream.rs"]
 pub mod stream;
+#[path = "../../../rust/logic/v2.rs"]
+pub mod v2;
 
 #[cfg(test)]
 mod tests;

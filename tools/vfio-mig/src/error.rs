@@ -2,14 +2,14 @@
 //! The one error type of the library: every variant says in words what
 //! failed, and [`Error::errno`] gives the raw errno to tests that assert it.
 
-use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
 /// What went wrong, with enough context to be read without a debugger.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file operation (open, read, write, readlink, ...) on a path failed.
+    #[error("{op} {} failed: {}", path.display(), io_error_string(source))]
     Path {
         /// What we were doing, e.g. "write UUID to".
         op: &'static str,
@@ -19,6 +19,7 @@ pub enum Error {
         source: io::Error,
     },
     /// An ioctl returned -1.
+    #[error("{name}{} failed: {}", parenthesized(what), errno_string(*errno))]
     Ioctl {
         /// The ioctl's uapi name, e.g. `VFIO_DEVICE_GET_REGION_INFO`.
         name: &'static str,
@@ -28,6 +29,10 @@ pub enum Error {
         errno: i32,
     },
     /// pread/pwrite on a device region failed.
+    #[error(
+        "{op} of {len} bytes at region {index} offset {offset:#x} {}",
+        region_outcome(*errno, *done)
+    )]
     Region {
         /// "read" or "write".
         op: &'static str,
@@ -43,6 +48,7 @@ pub enum Error {
         done: usize,
     },
     /// Another system call failed (eventfd, poll, memfd, mmap, ...).
+    #[error("{what} failed: {}", errno_string(*errno))]
     Sys {
         /// The call and what it was for.
         what: String,
@@ -50,6 +56,7 @@ pub enum Error {
         errno: i32,
     },
     /// An action or field access of the migration region failed.
+    #[error("{what} failed: {}", errno_string(*errno))]
     Migration {
         /// The action, the field with its offset, and the device state,
         /// e.g. "get buffer (read of data.size at migration region 9 offset
@@ -59,6 +66,7 @@ pub enum Error {
         errno: i32,
     },
     /// Reading or writing a stream (file, pipe, memory) failed.
+    #[error("{what} failed: {source}")]
     Io {
         /// What we were doing.
         what: String,
@@ -66,6 +74,7 @@ pub enum Error {
         source: io::Error,
     },
     /// The kernel answered, but with something we cannot use.
+    #[error("{0}")]
     Invalid(String),
 }
 
@@ -157,57 +166,29 @@ pub fn errno_string(errno: i32) -> String {
     )
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Path { op, path, source } => match source.raw_os_error() {
-                Some(e) => write!(f, "{op} {} failed: {}", path.display(), errno_string(e)),
-                None => write!(f, "{op} {} failed: {source}", path.display()),
-            },
-            Error::Ioctl { name, what, errno } => {
-                if what.is_empty() {
-                    write!(f, "{name} failed: {}", errno_string(*errno))
-                } else {
-                    write!(f, "{name} ({what}) failed: {}", errno_string(*errno))
-                }
-            }
-            Error::Region {
-                op,
-                index,
-                offset,
-                len,
-                errno,
-                done,
-            } => {
-                if *errno != 0 {
-                    write!(
-                        f,
-                        "{op} of {len} bytes at region {index} offset {offset:#x} failed: {}",
-                        errno_string(*errno)
-                    )
-                } else {
-                    write!(
-                        f,
-                        "{op} of {len} bytes at region {index} offset {offset:#x} was short: \
-                         {done} bytes"
-                    )
-                }
-            }
-            Error::Sys { what, errno } | Error::Migration { what, errno } => {
-                write!(f, "{what} failed: {}", errno_string(*errno))
-            }
-            Error::Io { what, source } => write!(f, "{what} failed: {source}"),
-            Error::Invalid(s) => f.write_str(s),
-        }
+/// " (what)", or nothing for an empty `what`.
+fn parenthesized(what: &str) -> String {
+    if what.is_empty() {
+        String::new()
+    } else {
+        format!(" ({what})")
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Path { source, .. } | Error::Io { source, .. } => Some(source),
-            _ => None,
-        }
+/// An io::Error with its errno spelled out, when it has one.
+fn io_error_string(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(errno) => errno_string(errno),
+        None => e.to_string(),
+    }
+}
+
+/// How a region access ended: failed with an errno, or short.
+fn region_outcome(errno: i32, done: usize) -> String {
+    if errno != 0 {
+        format!("failed: {}", errno_string(errno))
+    } else {
+        format!("was short: {done} bytes")
     }
 }
 
@@ -247,6 +228,20 @@ mod tests {
         };
         assert_eq!(short.errno(), None);
         assert!(short.to_string().ends_with("was short: 2 bytes"));
+    }
+
+    #[test]
+    fn path_errors_spell_out_the_errno() {
+        let e = Error::path("open", "/x", io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(e.errno(), Some(libc::ENOENT));
+        assert_eq!(
+            e.to_string(),
+            "open /x failed: ENOENT (No such file or directory)"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let other = Error::path("read", "/y", io::Error::other("not UTF-8"));
+        assert_eq!(other.to_string(), "read /y failed: not UTF-8");
+        assert_eq!(other.errno(), None);
     }
 
     #[test]

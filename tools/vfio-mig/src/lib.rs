@@ -26,6 +26,7 @@ pub mod abi;
 pub mod device;
 pub mod error;
 pub mod eventfd;
+pub mod ioctl;
 pub mod live;
 pub mod mem;
 pub mod migration;
