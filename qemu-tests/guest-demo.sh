@@ -50,6 +50,10 @@ echo "=== live migration through iommufd, dirty queries of 1000 pages, busier vC
 	bad "live migration (iommufd)"
 
 echo
+echo "=== stock QEMU: a VM that owns an mdev live-migrates (vfio-mig-qemu) ==="
+"$repo/tools/target/release/vfio-mig-qemu" demo 2>&1 || bad "stock QEMU live migration"
+
+echo
 echo 1 >"/sys/bus/mdev/devices/$src/remove" || bad "removing $src"
 echo 1 >"/sys/bus/mdev/devices/$dst/remove" || bad "removing $dst"
 # Closing the devices reset them and unpinned their rings; the count lives

@@ -68,6 +68,13 @@ if [ $# -eq 0 ]; then
 		--iommufd --dirty-window 1000 --cpu-rate 3000
 	check "no guest page pinned after the migrations" \
 		test "$(cat /sys/kernel/debug/vfio_mig_sample/pinned_pages)" = 0
+	# Stock QEMU live-migrates VMs that own an mdev: its own ok/FAIL lines.
+	"$repo/tools/target/release/vfio-mig-qemu" suite >/tmp/qemu.out 2>&1
+	qrc=$?
+	cat /tmp/qemu.out
+	pass=$((pass + $(grep -c '^ok ' /tmp/qemu.out)))
+	fail=$((fail + $(grep -c '^FAIL ' /tmp/qemu.out)))
+	[ $qrc -eq 0 ] || grep -q '^FAIL ' /tmp/qemu.out || bad "vfio-mig-qemu suite" "exited $qrc without a failed check"
 fi
 
 for d in /sys/bus/mdev/devices/*; do
