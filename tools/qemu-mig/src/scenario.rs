@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use vfio_mig::{Mdev, Parent};
 
@@ -137,9 +137,10 @@ struct Checks<'a> {
 }
 
 impl Checks<'_> {
-    fn check(&mut self, name: &str, outcome: Result<()>) -> bool {
+    /// Runs one check: its errors (`?`, `ensure!`) fail it, not the run.
+    fn check(&mut self, name: &str, check: impl FnOnce() -> Result<()>) -> bool {
         self.report
-            .check(&format!("{}: {name}", self.label), outcome)
+            .check(&format!("{}: {name}", self.label), check())
     }
 }
 
@@ -192,34 +193,30 @@ fn migrate(env: &Env, sc: &Scenario, dir: &RunDir, c: &mut Checks) -> Result<Val
     let info = wait_end(&mut src)?;
 
     // Without these two the rest has nothing to look at.
-    if !c.check("source completed", expect_status(&info, "completed"))
-        || !c.check("destination completed", destination_completed(&mut dst))
+    if !c.check("source completed", || expect_status(&info, "completed"))
+        || !c.check("destination completed", || destination_completed(&mut dst))
     {
         return Ok(info);
     }
     // Both VMs are stopped: RAM as the migration left it.
-    c.check(
-        "vCPU writes to RAM arrived",
-        vcpus.arrived(&mut src.qtest, &mut dst.qtest),
-    );
+    c.check("vCPU writes to RAM arrived", || {
+        vcpus.arrived(&mut src.qtest, &mut dst.qtest)
+    });
     if dev.is_some() {
-        c.check("device-written pages arrived (writer stamps)", {
+        c.check("device-written pages arrived (writer stamps)", || {
             let s = Sample::writer_pages(&mut src.qtest)?;
             let d = Sample::writer_pages(&mut dst.qtest)?;
             sample::check_stamps(&s, &d).map(drop)
         });
-        c.check("paused FILL did not run before the switchover", {
+        c.check("paused FILL did not run before the switchover", || {
             let ran = Sample::filled(&mut src.qtest)? || Sample::filled(&mut dst.qtest)?;
-            if ran {
-                Err(anyhow!("the FILL target is filled"))
-            } else {
-                Ok(())
-            }
+            ensure!(!ran, "the FILL target is filled");
+            Ok(())
         });
     }
 
     dst.qmp.execute("cont", Value::Null)?;
-    if !c.check("destination runs", runs_again(&mut dst, sc.dut)) {
+    if !c.check("destination runs", || runs_again(&mut dst, sc.dut)) {
         return Ok(info);
     }
     if let Some(s) = &dev {
@@ -227,13 +224,13 @@ fn migrate(env: &Env, sc: &Scenario, dir: &RunDir, c: &mut Checks) -> Result<Val
         let b = s.snapshot(&mut dst.qtest)?;
         c.check(
             "BAR0 registers, BAR2 and config space equal the source's",
-            {
+            || {
                 let d = sample::differences(&a, &b);
                 ensure!(d.is_empty(), "{}", d.join("; "));
                 Ok(())
             },
         );
-        c.check("BAR2 holds what the guest wrote", {
+        c.check("BAR2 holds what the guest wrote", || {
             ensure!(
                 a.memory == s.bar2_expected,
                 "the source's BAR2 differs from what was written"
@@ -241,14 +238,15 @@ fn migrate(env: &Env, sc: &Scenario, dir: &RunDir, c: &mut Checks) -> Result<Val
             Ok(())
         });
         let writes = s.reg(&mut src.qtest, vfio_mig::abi::bar0::BG_WRITES)?;
-        c.check("writer goes on", s.writer_goes_on(&mut dst.qtest, writes));
-        c.check("ring pinned", s.ring_pinned(&mut dst.qtest));
-        c.check(
-            "paused FILL runs once PAUSE is cleared",
-            s.run_paused_fill(&mut dst.qtest),
-        );
+        c.check("writer goes on", || {
+            s.writer_goes_on(&mut dst.qtest, writes)
+        });
+        c.check("ring pinned", || s.ring_pinned(&mut dst.qtest));
+        c.check("paused FILL runs once PAUSE is cleared", || {
+            s.run_paused_fill(&mut dst.qtest)
+        });
     } else {
-        c.check("config space equals the source's", {
+        c.check("config space equals the source's", || {
             let a = pci::config_space(&mut src.qtest)?;
             let b = pci::config_space(&mut dst.qtest)?;
             ensure!(a == b, "source {a:02x?}\ndestination {b:02x?}");
@@ -256,19 +254,18 @@ fn migrate(env: &Env, sc: &Scenario, dir: &RunDir, c: &mut Checks) -> Result<Val
         });
     }
     if sc.dut != Dut::Bare {
-        c.check("VFIO_MIGRATION events", {
+        c.check("VFIO_MIGRATION events", || {
             states_are(&mut src, &SOURCE_STATES).and(states_are(&mut dst, &DESTINATION_STATES))
         });
     }
     src.quit()?;
     dst.quit()?;
     if sc.dut != Dut::Bare {
-        c.check(
-            tracking_check_name(sc.tracking),
-            tracking_used(dir, sc.tracking),
-        );
+        c.check(tracking_check_name(sc.tracking), || {
+            tracking_used(dir, sc.tracking)
+        });
     }
-    c.check("no page pinned after both QEMUs quit", nothing_pinned());
+    c.check("no page pinned after both QEMUs quit", nothing_pinned);
     Ok(info)
 }
 
@@ -297,30 +294,28 @@ fn survive(env: &Env, sc: &Scenario, f: Failure, dir: &RunDir, c: &mut Checks) -
         }
     };
     let info = wait_end(&mut src)?;
-    c.check(
-        &format!("source reports {expected}"),
-        expect_status(&info, expected),
-    );
+    c.check(&format!("source reports {expected}"), || {
+        expect_status(&info, expected)
+    });
     if f == Failure::WrongType {
         let exited = poll("the destination to exit", MIGRATION_TIMEOUT, || {
             dst.exited()
         });
         let said = last_line(&dir.logs(Role::Destination.name())).to_string();
-        c.check(
-            "destination refuses the stream and exits",
+        c.check("destination refuses the stream and exits", || {
             exited.and_then(|status| {
                 ensure!(!status.success(), "the destination exited with {status}");
                 Ok(())
-            }),
-        );
+            })
+        });
         c.report
             .note(&format!("{}: the destination said: {said}", c.label));
     }
-    if !c.check("source runs again", runs_again(&mut src, sc.dut)) {
+    if !c.check("source runs again", || runs_again(&mut src, sc.dut)) {
         return Ok(info);
     }
     if sc.dut != Dut::Bare {
-        c.check("VFIO_MIGRATION events", {
+        c.check("VFIO_MIGRATION events", || {
             let got = src.qmp.vfio_states();
             if f == Failure::WrongType {
                 // Where the load fails decides the states in between.
@@ -335,19 +330,18 @@ fn survive(env: &Env, sc: &Scenario, f: Failure, dir: &RunDir, c: &mut Checks) -
         });
     }
     if let Some(s) = &dev {
-        c.check(
-            "source device works (writer, ring, DMA, registers)",
-            s.works(&mut src.qtest),
-        );
+        c.check("source device works (writer, ring, DMA, registers)", || {
+            s.works(&mut src.qtest)
+        });
     }
-    c.check("vCPU writes still in RAM", {
+    c.check("vCPU writes still in RAM", || {
         let got = src.qtest.read(VCPU_GPA, VCPU_LEN)?;
         ensure!(got == vcpus.expected, "the source's RAM lost vCPU writes");
         Ok(())
     });
     src.quit()?;
     drop(dst);
-    c.check("no page pinned after both QEMUs quit", nothing_pinned());
+    c.check("no page pinned after both QEMUs quit", nothing_pinned);
     Ok(info)
 }
 
