@@ -88,6 +88,8 @@ fn main() -> ExitCode {
     };
     let mut report = Report::default();
     let started = Instant::now();
+    // Also the first run of QEMU, which in the test guest reads the binary
+    // and its libraries through 9p: slow, and not under a start timeout.
     match qemu_version(&env) {
         Ok(v) => report.note(&v),
         Err(e) => report.fail("qemu runs", &e),
