@@ -8,6 +8,8 @@
 #                   clippy build), tools, host unit tests, the guest suites
 #   make demo       the main job: build what is missing, boot the test kernel
 #                   and live-migrate a running device between two mdevs
+#   make bench      the benchmarks, on the benchmark kernel (built here, and
+#                   only here, the first time)
 #   make kernel     install dependencies and build (or find) the test kernel
 #   make tools      build the userspace workspace
 #   make clippy     build the module with CLIPPY=1
@@ -47,7 +49,8 @@ test:
 demo:
 	qemu-tests/demo.sh
 
-# The benchmarks in the test guest (tables, no pass/fail on timings).
+# The benchmarks, on the benchmark kernel (BENCH_KERNEL=test: on the test
+# kernel); tables, no pass/fail on timings.
 .PHONY: bench
 bench:
 	qemu-tests/bench.sh

@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# The benchmarks (`make bench`): builds what is missing, boots the test
-# kernel and runs qemu-tests/guest-bench.sh, which prints the tables of
-# vfio-mig-bench (absolute numbers and ratios, measured in one boot). Exits
-# non-zero if a step fails or the benchmark reports an error, never because
-# of a timing.
+# The benchmarks (`make bench`): builds what is missing, boots the
+# benchmark kernel (the test kernel's source and fragment without KASAN,
+# lockdep, kmemleak and the other debug options) and runs
+# qemu-tests/guest-bench.sh, which prints the tables of vfio-mig-bench
+# (absolute numbers and ratios, measured in one boot). BENCH_KERNEL=test
+# runs them on the test kernel instead. Exits non-zero if a step fails or
+# the benchmark reports an error, never because of a timing.
 #
-# usage: bench.sh [vfio-mig-bench arguments...]   (e.g. --quick, --only dirty)
-exec "$(dirname "${BASH_SOURCE[0]}")/boot-with.sh" guest-bench.sh "$@"
+# usage: [BENCH_KERNEL=bench|test] bench.sh [vfio-mig-bench arguments...]
+#        (e.g. --quick, --only dirty)
+set -euo pipefail
+
+kernel=${BENCH_KERNEL:-bench}
+case "$kernel" in
+bench | test) ;;
+*) echo "BENCH_KERNEL=$kernel: bench or test" >&2; exit 2 ;;
+esac
+echo "# make bench: on the $kernel kernel (BENCH_KERNEL=bench|test)"
+exec "$(dirname "${BASH_SOURCE[0]}")/boot-with.sh" --kernel "$kernel" guest-bench.sh "$@"

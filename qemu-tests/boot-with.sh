@@ -2,41 +2,30 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # What `make demo` and `make bench` share: install what is missing, build
-# (or find) the test kernel, build the module and the tools, then boot the
-# test kernel under virtme-ng and run one guest script of qemu-tests/ there.
-# Exits non-zero if a step or the guest script fails.
+# (or find) the kernel, build the module against it and the tools, then
+# boot that kernel under virtme-ng and run one guest script of qemu-tests/
+# there. Exits non-zero if a step or the guest script fails.
 #
-# usage: boot-with.sh GUEST_SCRIPT [its extra arguments...]
+# usage: boot-with.sh [--kernel test|bench] GUEST_SCRIPT [its arguments...]
+#
+# The kernel is the test kernel unless --kernel bench asks for the
+# benchmark kernel (qemu-tests/build-kernel.sh).
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$repo"
+# shellcheck source=qemu-tests/host-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/host-lib.sh"
+
+flavour="test"
+if [ "${1:-}" = --kernel ]; then
+	flavour=$2
+	shift 2
+fi
 guest_script=$1
 shift
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 
-# step NAME COMMAND...: the command's output goes to a log, shown on failure.
-step() {
-	local name=$1 start=$SECONDS
-	shift
-	if "$@" >"$log" 2>&1; then
-		echo "# $name ($((SECONDS - start))s)"
-	else
-		echo "# FAILED: $name, last lines:"
-		tail -n 40 "$log" | sed 's/^/  | /'
-		exit 1
-	fi
-}
-
-step "dependencies" qemu-tests/install-deps.sh
-echo "# test kernel (cached; the first build takes about 20 minutes)"
-kdir=$(qemu-tests/build-kernel.sh) || { echo "# FAILED: test kernel"; exit 1; }
-export KDIR=$kdir
-step "module" make module
-step "tools" make tools
-echo "# booting the test kernel (TCG: one to five minutes before $guest_script starts)"
-# Through a pipe: QEMU reopens the console's output through /proc/self/fd,
-# which on a regular file (`make demo >log 2>&1`) truncates it and loses the
-# lines above.
-qemu-tests/vng-run.sh "$repo/qemu-tests/$guest_script" "$repo" "$@" 2>&1 | cat
+step "install dependencies" qemu-tests/install-deps.sh
+kernel "$flavour"
+step "module builds" make module
+step "tools build" make tools
+echo "# booting the $flavour kernel, $KDIR (TCG: one to five minutes before $guest_script starts)"
+run_guest "$guest_script" "$@"

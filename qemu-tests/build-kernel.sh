@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
-# Build (once) the Rust-enabled 6.12 test kernel and print its directory.
+# SPDX-License-Identifier: GPL-2.0
 #
-# The tree is Debian's linux-source-6.12, configured from tinyconfig plus
-# qemu-tests/kernel.config, built with LLVM=1. It lives in a cache outside
-# the checkout, keyed on the kernel version, the fragment, rustc, bindgen and
-# clang, so a second run only checks a stamp file.
+# Build (once) a Rust-enabled 6.12 kernel and print its directory.
+#
+# usage: build-kernel.sh [--print-dir] [test|bench]
+#
+# The tree is Debian's linux-source-6.12, configured from tinyconfig plus a
+# fragment, built with LLVM=1. Two flavours share the source:
+#
+#   test   (default) qemu-tests/kernel.config: KASAN, lockdep, kmemleak and
+#          the other checks the guest suite fails on;
+#   bench  the same fragment with its "debugging" section replaced by
+#          qemu-tests/bench-kernel.config, which turns those options off
+#          (built only by `make bench`).
+#
+# Each lives in a cache outside the checkout, keyed on the kernel version,
+# the fragment, rustc, bindgen and clang, so a second run only checks a
+# stamp file.
 #
 # Progress goes to stderr; the kernel directory is the only thing on stdout.
 # With --print-dir, only print where the tree is (or would be) and build
@@ -13,25 +25,51 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${VFIO_MIG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vfio-mig-sample}
-fragment=$here/kernel.config
 tarball=/usr/src/linux-source-6.12.tar.xz
 
 log() { printf '[kernel] %s\n' "$*" >&2; }
+
+print_dir=false
+if [ "${1:-}" = "--print-dir" ]; then
+	print_dir=true
+	shift
+fi
+flavour=${1:-test}
+
+# The fragment's text. The licence line is not configuration: it stays out
+# of the key, which it would otherwise have changed.
+test_fragment() { grep -v '^# SPDX-License-Identifier:' "$here/kernel.config"; }
+case "$flavour" in
+test)
+	fragment_text=$(test_fragment)
+	name=linux ;;
+bench)
+	# The test fragment without its "# --- debugging" section (up to the
+	# next "# ---" header), then the benchmark kernel's own section.
+	fragment_text=$(
+		test_fragment | awk '/^# --- / { skip = /^# --- debugging/ } !skip'
+		grep -v '^# SPDX-License-Identifier:' "$here/bench-kernel.config"
+	)
+	name=linux-bench ;;
+*)
+	log "unknown flavour '$flavour' (test or bench)"
+	exit 2 ;;
+esac
 
 [ -f "$tarball" ] || { log "missing $tarball: run qemu-tests/install-deps.sh"; exit 1; }
 
 kver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
 key=$( {
 	echo "$kver"
-	cat "$fragment"
+	echo "$fragment_text"
 	sed -n '/^# --- key/,$p' "${BASH_SOURCE[0]}"
 	rustc --version
 	bindgen --version
 	clang --version | head -n 1
 } | sha256sum | cut -c1-16)
-kdir=$cache/linux-$kver-$key
+kdir=$cache/$name-$kver-$key
 
-if [ "${1:-}" = "--print-dir" ]; then
+if $print_dir; then
 	echo "$kdir"
 	exit 0
 fi
@@ -41,6 +79,44 @@ if [ -f "$kdir/.vfio-mig-built" ]; then
 	echo "$kdir"
 	exit 0
 fi
+
+# The fragment kbuild merges: the test kernel's file, or the bench kernel's
+# text written beside its tree.
+if [ "$flavour" = test ]; then
+	fragment=$here/kernel.config
+else
+	mkdir -p "$cache"
+	fragment=$kdir.config
+	echo "$fragment_text" >"$fragment"
+fi
+
+# The build runs in the background (the loop below reports progress). A
+# Ctrl-C reaches it through the terminal's process group, but a TERM sent
+# to this script alone (timeout(1), a parent's cleanup) would leave it
+# running, and make passes no signal on to its jobs: on either, send TERM
+# to every process of the build (TERM is handled once the loop's sleep
+# ends). Above the key marker: how a build is stopped does not change what
+# it builds.
+build_tree() { # PID...: these processes and all their descendants
+	local p
+	for p in "$@"; do
+		echo "$p"
+		# shellcheck disable=SC2046 # one PID a word
+		build_tree $(pgrep -P "$p")
+	done
+}
+stop_build() { # EXIT_CODE
+	trap - INT TERM
+	if [ -n "${pid:-}" ] && kill -0 "$pid" 2>/dev/null; then
+		log "stopping the build (pid $pid and its descendants)"
+		# shellcheck disable=SC2046 # one PID a word
+		kill -TERM $(build_tree "$pid") 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	fi
+	exit "$1"
+}
+trap 'stop_build 130' INT
+trap 'stop_build 143' TERM
 
 # --- key: everything below changes the cache key ---------------------------
 mkdir -p "$cache"

@@ -7,4 +7,6 @@
 # step, a migration or a check fails.
 #
 # usage: demo.sh [extra vfio-mig migrate options...]   (e.g. --cpu-rate 2000)
+set -euo pipefail
+
 exec "$(dirname "${BASH_SOURCE[0]}")/boot-with.sh" guest-demo.sh "$@"

@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
 # Runs inside the test guest (as root, host filesystem visible read-only):
@@ -7,54 +7,33 @@
 # `FAIL NAME: why` or `skip NAME: why`, and the last line is the summary.
 #
 # usage: guest-suite.sh REPO [test binary arguments...]
+set -uo pipefail
 
 repo=$1
 shift
-ko=$repo/vfio_mig_sample.ko
-tests=$repo/tools/target/release/vfio-mig-tests
-parent=/sys/class/mdev_bus/vfio_mig_sample
-kmemleak=/sys/kernel/debug/kmemleak
+# shellcheck source=qemu-tests/guest-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/guest-lib.sh"
 
-pass=0
-fail=0
-skip=0
-ok() { echo "ok $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1: $2"; fail=$((fail + 1)); }
-check() { # NAME COMMAND...
-	name=$1
-	shift
-	if out=$("$@" 2>&1); then ok "$name"; else bad "$name" "$(echo "$out" | tail -n 3 | tr '\n' ' ')"; fi
-}
-create_mdev() { # TYPE -> UUID on stdout
-	u=$(cat /proc/sys/kernel/random/uuid)
-	echo "$u" >"$parent/mdev_supported_types/vfio_mig_sample-$1/create" && echo "$u"
-}
+kmemleak_forget
 
-mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
-if [ -w $kmemleak ]; then
-	# Forget what boot leaked: only what the tests leak is reported.
-	echo scan >$kmemleak
-	echo clear >$kmemleak
-fi
-
-check "modprobe mdev" modprobe mdev
-# The C sample: the suite checks its VFIO plumbing against it too.
-check "modprobe mtty" modprobe mtty
-check "insmod vfio_mig_sample" insmod "$ko"
+# The C sample mtty: the suite checks its VFIO plumbing against it too.
+load_modules mtty
 check "parent device registered" test -d "$parent/mdev_supported_types/vfio_mig_sample-small"
 
 # The test binary prints its own ok/FAIL/skip lines and a summary line.
+out=$(mktemp)
 start=$(date +%s)
-"$tests" "$@" >/tmp/suite.out 2>&1
+"$bin/vfio-mig-tests" "$@" >"$out" 2>&1
 rc=$?
-grep -E '^(ok|FAIL|skip) ' /tmp/suite.out
-grep -vE '^(ok|FAIL|skip) |^[0-9]+ passed, ' /tmp/suite.out | sed 's/^/  | /'
-p=$(grep -c '^ok ' /tmp/suite.out)
-f=$(grep -c '^FAIL ' /tmp/suite.out)
-s=$(grep -c '^skip ' /tmp/suite.out)
-pass=$((pass + p))
-fail=$((fail + f))
-skip=$((skip + s))
+grep -E '^(ok|FAIL|skip) ' "$out"
+grep -vE '^(ok|FAIL|skip) |^[0-9]+ passed, ' "$out" | sed 's/^/  | /'
+p=$(grep -c '^ok ' "$out")
+f=$(grep -c '^FAIL ' "$out")
+s=$(grep -c '^skip ' "$out")
+rm -f "$out"
+passed=$((passed + p))
+failed=$((failed + f))
+skipped=$((skipped + s))
 if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then bad "test binary" "exited $rc without a failed test"; fi
 echo "# test binary: $((p + f + s)) tests in $(($(date +%s) - start))s"
 
@@ -62,24 +41,15 @@ echo "# test binary: $((p + f + s)) tests in $(($(date +%s) - start))s"
 # tool verifies bit-exact (its exit status), through both VFIO paths. Only
 # in a full run (no test filter).
 if [ $# -eq 0 ]; then
-	mig=$repo/tools/target/release/vfio-mig
-	check "live migration, legacy container" "$mig" migrate --create large --quiet
-	check "live migration, iommufd, 1000-page queries" "$mig" migrate --create large --quiet \
+	check "live migration, legacy container" "$bin/vfio-mig" migrate --create large --quiet
+	check "live migration, iommufd, 1000-page queries" "$bin/vfio-mig" migrate --create large --quiet \
 		--iommufd --dirty-window 1000 --cpu-rate 3000
-	check "no guest page pinned after the migrations" \
-		test "$(cat /sys/kernel/debug/vfio_mig_sample/pinned_pages)" = 0
-	# Stock QEMU live-migrates VMs that own an mdev: its own ok/FAIL lines.
-	"$repo/tools/target/release/vfio-mig-qemu" suite >/tmp/qemu.out 2>&1
-	qrc=$?
-	cat /tmp/qemu.out
-	pass=$((pass + $(grep -c '^ok ' /tmp/qemu.out)))
-	fail=$((fail + $(grep -c '^FAIL ' /tmp/qemu.out)))
-	[ $qrc -eq 0 ] || grep -q '^FAIL ' /tmp/qemu.out || bad "vfio-mig-qemu suite" "exited $qrc without a failed check"
+	check_unpinned "no guest page pinned after the migrations"
+	# Stock QEMU live-migrates VMs that own an mdev.
+	check_lines "$bin/vfio-mig-qemu" suite
 fi
 
-for d in /sys/bus/mdev/devices/*; do
-	[ -e "$d/remove" ] && echo 1 >"$d/remove"
-done
+remove_mdevs
 check "rmmod vfio_mig_sample" rmmod vfio_mig_sample
 check "parent device gone after rmmod" test ! -e "$parent"
 check "rmmod mtty" rmmod mtty
@@ -94,27 +64,6 @@ else
 	rmmod vfio_mig_sample
 fi
 
-if [ -w $kmemleak ]; then
-	# Two scans: kmemleak only reports objects unreferenced in both.
-	echo scan >$kmemleak
-	sleep 1
-	echo scan >$kmemleak
-	leaks=$(cat $kmemleak)
-	if [ -z "$leaks" ]; then ok "kmemleak clean"; else
-		bad "kmemleak clean" "see below"
-		echo "$leaks" | head -n 60 | sed 's/^/  | /'
-	fi
-else
-	skip=$((skip + 1))
-	echo "skip kmemleak clean: $kmemleak not available"
-fi
-
-# Lockdep and KASAN reports start with "WARNING:" or "BUG:".
-splat='WARNING:|BUG:|Oops|KASAN:|UBSAN:|INFO: task .* blocked|Call Trace:'
-if ! dmesg | grep -qE "$splat"; then ok "dmesg clean"; else
-	bad "dmesg clean" "$(dmesg | grep -cE "$splat") matching lines, the first reports below"
-	dmesg | grep -E -B 3 -A 40 "$splat" | head -n 200 | sed 's/^/  | /'
-fi
-
-echo "$pass passed, $fail failed, $skip skipped"
-[ $fail -eq 0 ]
+check_kmemleak
+check_dmesg
+summary

@@ -271,6 +271,8 @@ impl vfio::DeviceOps for SampleDevice {
 
     fn close(&self, _dev: &vfio::Device) {
         let mut state = self.lock();
+        // DMA logging belongs to the VMM that started it, unlike a reset.
+        state.mig.dma_logging = false;
         // Stops the engine and unpins: the work finds nothing left to do.
         state.power_on_reset(&self.pins);
         let intx = state.intx.take();

@@ -31,6 +31,7 @@ mod t_migration;
 mod t_misc;
 mod t_mtty;
 mod t_sysfs;
+mod t_v2;
 mod t_vfio;
 mod util;
 
@@ -126,6 +127,15 @@ const TESTS: &[Test] = tests![
     t_migration::migration_concurrent,
     t_migration::migration_dirty_query,
     t_migration::migration_cli,
+    t_v2::v2_discovery,
+    t_v2::v2_roundtrip,
+    t_v2::v2_region_interop,
+    t_v2::v2_precopy,
+    t_v2::v2_one_interface,
+    t_v2::v2_stale_files,
+    t_v2::v2_destination_setup,
+    t_v2::v2_corrupt_stream,
+    t_v2::v2_dma_logging,
     t_dma::dma_copy_legacy,
     t_dma::dma_copy_iommufd,
     t_dma::dma_irq,

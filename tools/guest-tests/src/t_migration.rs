@@ -11,8 +11,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use vfio_mig::migration::{state_name, Field, SaveOptions};
+use vfio_mig::migration::{state_name, Field};
 use vfio_mig::stream::{self, Layout};
+use vfio_mig::SaveOptions;
 use vfio_mig::{errno_name, Device, DeviceState, OpenPath, Pending};
 
 use crate::device::{
@@ -35,7 +36,7 @@ const EBUSY: i32 = libc::EBUSY;
 
 /// Opens a fresh mdev; skips the test while the module has no migration
 /// region (size 0).
-fn open(env: &Env, spec: &'static TypeSpec, path: OpenPath) -> Result<Fixture, String> {
+pub(crate) fn open(env: &Env, spec: &'static TypeSpec, path: OpenPath) -> Result<Fixture, String> {
     let fx = env.open(spec, path)?;
     let r = fx.dev().region_info(M).ctx("GET_REGION_INFO 9")?;
     if r.size == 0 {
@@ -56,7 +57,7 @@ fn expect_state(dev: &Device, want: DeviceState, what: &str) -> TResult {
     Ok(())
 }
 
-fn go(dev: &Device, path: &[DeviceState]) -> TResult {
+pub(crate) fn go(dev: &Device, path: &[DeviceState]) -> TResult {
     for s in path {
         dev.set_state(*s).map_err(|e| e.to_string())?;
     }
@@ -120,7 +121,7 @@ fn feed_at(
 
 /// RESUME, the whole stream in `chunk`-byte pieces, RESUME_COMPLETED,
 /// RUNNING.
-fn restore(dev: &Device, stream: &[u8], chunk: usize) -> TResult {
+pub(crate) fn restore(dev: &Device, stream: &[u8], chunk: usize) -> TResult {
     dev.set_state(DeviceState::Resume)
         .map_err(|e| e.to_string())?;
     feed(dev, stream, &mut |_| chunk)
@@ -143,7 +144,7 @@ fn drain(dev: &Device, out: &mut Vec<u8>) -> Result<usize, String> {
 }
 
 /// Saves with the library's flow (one pre-copy pass).
-fn save(dev: &Device, threshold: u64) -> Result<Vec<u8>, String> {
+pub(crate) fn save(dev: &Device, threshold: u64) -> Result<Vec<u8>, String> {
     let mut v = Vec::new();
     let opts = SaveOptions {
         threshold,
@@ -163,7 +164,7 @@ fn pending(dev: &Device) -> Result<Pending, String> {
 }
 
 /// Walks a stream and checks its header against `spec`.
-fn layout(s: &[u8], spec: &TypeSpec) -> Result<Layout, String> {
+pub(crate) fn layout(s: &[u8], spec: &TypeSpec) -> Result<Layout, String> {
     let l = stream::walk(s).map_err(|e| format!("saved stream: {e}"))?;
     ensure_eq!(
         l.header.type_id,
@@ -191,7 +192,7 @@ fn layout(s: &[u8], spec: &TypeSpec) -> Result<Layout, String> {
 
 /// Everything a migration must carry: config space, BAR0 registers, BAR2.
 #[derive(Clone)]
-struct Snap {
+pub(crate) struct Snap {
     config: Vec<u8>,
     regs: Vec<u32>,
     mem: Vec<u8>,
@@ -209,7 +210,7 @@ const REG_NAMES: [&str; 9] = [
     "IRQ_COUNT",
 ];
 
-fn snap(dev: &Device, spec: &TypeSpec) -> Result<Snap, String> {
+pub(crate) fn snap(dev: &Device, spec: &TypeSpec) -> Result<Snap, String> {
     let regs = (0..bar0::END)
         .step_by(4)
         .map(|off| dev.r32(B0, off))
@@ -227,7 +228,7 @@ fn snap(dev: &Device, spec: &TypeSpec) -> Result<Snap, String> {
 }
 
 /// Compares two snapshots; STATUS only when `status` (it shows QUIESCED).
-fn same(got: &Snap, want: &Snap, status: bool, what: &str) -> TResult {
+pub(crate) fn same(got: &Snap, want: &Snap, status: bool, what: &str) -> TResult {
     same_bytes(&got.config, &want.config, &format!("{what}: config space"))?;
     for (i, name) in REG_NAMES.iter().enumerate() {
         if !status && i as u64 * 4 == bar0::STATUS {
@@ -241,7 +242,7 @@ fn same(got: &Snap, want: &Snap, status: bool, what: &str) -> TResult {
 /// Gives every kind of migrated state a value that depends on `seed`:
 /// registers (SCRATCH, IRQ_ENABLE, doorbell count and IRQ_STATUS), config
 /// space (BAR0/BAR2 bases, command, interrupt line, MSI), all of BAR2.
-fn fill(dev: &Device, spec: &TypeSpec, seed: u8) -> TResult {
+pub(crate) fn fill(dev: &Device, spec: &TypeSpec, seed: u8) -> TResult {
     let s = seed as u32;
     dev.w32(B0, bar0::SCRATCH, 0x5ca7_0000 | s << 8 | s)?;
     dev.w32(B0, bar0::IRQ_ENABLE, bar0::IRQ_DOORBELL)?;
@@ -276,7 +277,7 @@ fn fill(dev: &Device, spec: &TypeSpec, seed: u8) -> TResult {
 }
 
 /// The whole device is at power-on and not quiesced.
-fn check_power_on_all(dev: &Device, spec: &TypeSpec, what: &str) -> TResult {
+pub(crate) fn check_power_on_all(dev: &Device, spec: &TypeSpec, what: &str) -> TResult {
     let r = (|| {
         check_power_on(dev, spec)?;
         check_bar0_power_on(dev, spec)?;
@@ -286,7 +287,7 @@ fn check_power_on_all(dev: &Device, spec: &TypeSpec, what: &str) -> TResult {
 }
 
 /// BAR0 and BAR2 writes work (and are undone, so snapshots still hold).
-fn check_writable(dev: &Device, what: &str) -> TResult {
+pub(crate) fn check_writable(dev: &Device, what: &str) -> TResult {
     let old = dev.r32(B0, bar0::SCRATCH)?;
     dev.write32(B0, bar0::SCRATCH, !old)
         .ctx(&format!("{what}: BAR0 SCRATCH write"))?;
@@ -304,7 +305,7 @@ fn check_writable(dev: &Device, what: &str) -> TResult {
 }
 
 /// STATUS.QUIESCED as the state says.
-fn check_quiesced(dev: &Device, quiesced: bool, what: &str) -> TResult {
+pub(crate) fn check_quiesced(dev: &Device, quiesced: bool, what: &str) -> TResult {
     let st = dev.r32(B0, bar0::STATUS)?;
     ensure!(
         (st & bar0::STATUS_QUIESCED != 0) == quiesced,
@@ -315,7 +316,11 @@ fn check_quiesced(dev: &Device, quiesced: bool, what: &str) -> TResult {
 }
 
 /// A saved stream of a filled device of `spec` and that device's snapshot.
-fn saved(env: &Env, spec: &'static TypeSpec, seed: u8) -> Result<(Vec<u8>, Snap), String> {
+pub(crate) fn saved(
+    env: &Env,
+    spec: &'static TypeSpec,
+    seed: u8,
+) -> Result<(Vec<u8>, Snap), String> {
     let a = open(env, spec, OpenPath::Legacy)?;
     fill(a.dev(), spec, seed)?;
     let want = snap(a.dev(), spec)?;
@@ -1303,14 +1308,41 @@ pub fn migration_failed_cancelled(env: &Env) -> TResult {
     }
     // Resuming side: the partial or restored state is thrown away.
     let (s, want) = saved(env, &SMALL, 0x13)?;
-    let cases: [(usize, bool, DeviceState); 5] = [
-        (0, false, DeviceState::Failed),
-        (0, false, DeviceState::Cancelled),
-        (s.len() / 2, false, DeviceState::Failed),
-        (s.len() / 2, false, DeviceState::Cancelled),
-        (s.len(), true, DeviceState::Failed),
+    /// A restore that got `fed` bytes of the stream (and reached
+    /// RESUME_COMPLETED if `completed`), then taken to `to`.
+    struct Case {
+        fed: usize,
+        completed: bool,
+        to: DeviceState,
+    }
+    let cases = [
+        Case {
+            fed: 0,
+            completed: false,
+            to: DeviceState::Failed,
+        },
+        Case {
+            fed: 0,
+            completed: false,
+            to: DeviceState::Cancelled,
+        },
+        Case {
+            fed: s.len() / 2,
+            completed: false,
+            to: DeviceState::Failed,
+        },
+        Case {
+            fed: s.len() / 2,
+            completed: false,
+            to: DeviceState::Cancelled,
+        },
+        Case {
+            fed: s.len(),
+            completed: true,
+            to: DeviceState::Failed,
+        },
     ];
-    for (fed, completed, to) in cases {
+    for Case { fed, completed, to } in cases {
         let from = if completed {
             DeviceState::ResumeCompleted
         } else {
@@ -1451,11 +1483,37 @@ pub fn migration_reset_close(env: &Env) -> TResult {
         a.dev().reset().ctx("reset A")?;
     }
     // In the middle of a restore (and after a complete one).
-    for (fed, completed, by_close) in [
-        (s.len() / 2, false, false),
-        (s.len() / 2, false, true),
-        (s.len(), true, false),
-    ] {
+    /// A restore that got `fed` bytes of the stream (and reached
+    /// RESUME_COMPLETED if `completed`), then ended by a close if
+    /// `by_close`, else by VFIO_DEVICE_RESET.
+    struct Case {
+        fed: usize,
+        completed: bool,
+        by_close: bool,
+    }
+    let cases = [
+        Case {
+            fed: s.len() / 2,
+            completed: false,
+            by_close: false,
+        },
+        Case {
+            fed: s.len() / 2,
+            completed: false,
+            by_close: true,
+        },
+        Case {
+            fed: s.len(),
+            completed: true,
+            by_close: false,
+        },
+    ];
+    for Case {
+        fed,
+        completed,
+        by_close,
+    } in cases
+    {
         let how = if by_close {
             "close"
         } else {

@@ -95,7 +95,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn path(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    /// A file operation `op` on `path` failed with `source`.
+    pub fn path(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Path {
             op,
             path: path.into(),

@@ -13,7 +13,11 @@ use std::ffi::CStr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use vfio_bindings::bindings::vfio::{
-    vfio_group_status, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, VFIO_BASE, VFIO_TYPE,
+    vfio_group_status, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, VFIO_BASE,
+    VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT, VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
+    VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_MIGRATION,
+    VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+    VFIO_DEVICE_FEATURE_PROBE, VFIO_DEVICE_FEATURE_SET, VFIO_TYPE,
 };
 
 use crate::error::{last_errno, Error};
@@ -400,6 +404,178 @@ pub fn ioas_unmap(
     // length it unmapped).
     unsafe { call(iommufd, "IOMMU_IOAS_UNMAP", IOMMU_IOAS_UNMAP, arg) }?;
     Ok(())
+}
+
+/// Device: `VFIO_DEVICE_FEATURE`.
+pub const VFIO_DEVICE_FEATURE: u64 = io(VFIO_BASE + 17);
+/// Data file: `VFIO_MIG_GET_PRECOPY_INFO`.
+pub const VFIO_MIG_GET_PRECOPY_INFO: u64 = io(VFIO_BASE + 21);
+const _: () = assert!(VFIO_DEVICE_FEATURE == 0x3b75);
+const _: () = assert!(VFIO_MIG_GET_PRECOPY_INFO == 0x3b79);
+
+/// `VFIO_DEVICE_FEATURE` with `flags` (the feature and GET, SET or PROBE)
+/// and the feature's `payload`, which the kernel may rewrite (GET).
+///
+/// Only the functions below call it, each with the payload of its feature:
+/// where that payload carries addresses (DMA logging), they point to memory
+/// the caller keeps alive across the call, sized for what the kernel may
+/// access there.
+fn device_feature(device: BorrowedFd<'_>, flags: u32, payload: &mut [u8]) -> IoctlResult<()> {
+    let header = 8;
+    let argsz = (header + payload.len()) as u32;
+    let mut arg = ArgBuf::new(argsz, &[flags], payload, header);
+    let p = arg.as_arg();
+    // SAFETY: the kernel reads `argsz` and `flags`, then reads or writes at
+    // most `argsz` bytes in all, which `arg` holds (its invariant); the
+    // addresses inside a payload are valid for the call (see above).
+    unsafe { call(device, "VFIO_DEVICE_FEATURE", VFIO_DEVICE_FEATURE, p) }?;
+    payload.copy_from_slice(&arg.bytes()[header..header + payload.len()]);
+    Ok(())
+}
+
+/// `VFIO_DEVICE_FEATURE_PROBE` of `feature`: whether the device has it
+/// (`ENOTTY` if not).
+pub fn device_feature_probe(device: BorrowedFd<'_>, feature: u32, get: bool) -> IoctlResult<()> {
+    let dir = if get {
+        VFIO_DEVICE_FEATURE_GET
+    } else {
+        VFIO_DEVICE_FEATURE_SET
+    };
+    device_feature(device, VFIO_DEVICE_FEATURE_PROBE | dir | feature, &mut [])
+}
+
+/// `VFIO_DEVICE_FEATURE_MIGRATION`: the device's `VFIO_MIGRATION_*` flags.
+pub fn migration_flags(device: BorrowedFd<'_>) -> IoctlResult<u64> {
+    let mut flags = [0u8; 8];
+    device_feature(
+        device,
+        VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIGRATION,
+        &mut flags,
+    )?;
+    Ok(u64::from_ne_bytes(flags))
+}
+
+/// `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` read: the v2 state.
+pub fn mig_get_state(device: BorrowedFd<'_>) -> IoctlResult<u32> {
+    let mut state = [0u8; 8];
+    device_feature(
+        device,
+        VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+        &mut state,
+    )?;
+    Ok(u32::from_ne_bytes([state[0], state[1], state[2], state[3]]))
+}
+
+/// `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` write: moves the device to v2
+/// state `state`; returns the data file the new state has, if any.
+pub fn mig_set_state(device: BorrowedFd<'_>, state: u32) -> IoctlResult<Option<OwnedFd>> {
+    let mut arg = [0u8; 8];
+    arg[..4].copy_from_slice(&state.to_ne_bytes());
+    arg[4..].copy_from_slice(&(-1i32).to_ne_bytes());
+    device_feature(
+        device,
+        VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+        &mut arg,
+    )?;
+    let fd = i32::from_ne_bytes([arg[4], arg[5], arg[6], arg[7]]);
+    // SAFETY: a non-negative `data_fd` is a new file descriptor the kernel
+    // installed for us, owned by nobody else.
+    Ok((fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE`: the bytes a `STOP_COPY` would
+/// produce now.
+pub fn mig_data_size(device: BorrowedFd<'_>) -> IoctlResult<u64> {
+    let mut size = [0u8; 8];
+    device_feature(
+        device,
+        VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIG_DATA_SIZE,
+        &mut size,
+    )?;
+    Ok(u64::from_ne_bytes(size))
+}
+
+/// `VFIO_DEVICE_FEATURE_DMA_LOGGING_START` for `ranges` (IOVA, length)
+/// at `page_size` granularity.
+pub fn dma_logging_start(
+    device: BorrowedFd<'_>,
+    page_size: u64,
+    ranges: &[(u64, u64)],
+) -> IoctlResult<()> {
+    let ranges: Vec<u64> = ranges.iter().flat_map(|&(iova, len)| [iova, len]).collect();
+    let mut control = Vec::with_capacity(24);
+    control.extend_from_slice(&page_size.to_ne_bytes());
+    control.extend_from_slice(&(ranges.len() as u32 / 2).to_ne_bytes());
+    control.extend_from_slice(&0u32.to_ne_bytes());
+    control.extend_from_slice(&(ranges.as_ptr() as u64).to_ne_bytes());
+    // The kernel reads `ranges` through the pointer while the call runs;
+    // the vector lives until the end of this function.
+    device_feature(
+        device,
+        VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
+        &mut control,
+    )
+}
+
+/// `VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP`.
+pub fn dma_logging_stop(device: BorrowedFd<'_>) -> IoctlResult<()> {
+    device_feature(
+        device,
+        VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP,
+        &mut [],
+    )
+}
+
+/// `VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT` of `iova..iova + length` at
+/// `page_size` into `bitmap` (bit `k` for the page at `iova + k *
+/// page_size`); `EINVAL` without calling the kernel if `bitmap` is too
+/// small for the range.
+pub fn dma_logging_report(
+    device: BorrowedFd<'_>,
+    iova: u64,
+    length: u64,
+    page_size: u64,
+    bitmap: &mut [u64],
+) -> IoctlResult<()> {
+    let too_small = Failed {
+        name: "VFIO_DEVICE_FEATURE",
+        errno: libc::EINVAL,
+    };
+    let pages = length.checked_div(page_size).ok_or(too_small)?.div_ceil(64);
+    if pages > bitmap.len() as u64 {
+        return Err(too_small);
+    }
+    let mut report = Vec::with_capacity(32);
+    for v in [iova, length, page_size, bitmap.as_mut_ptr() as u64] {
+        report.extend_from_slice(&v.to_ne_bytes());
+    }
+    // The kernel writes at most one bit per page of the range into
+    // `bitmap`, which was checked to hold them, while the call runs.
+    device_feature(
+        device,
+        VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
+        &mut report,
+    )
+}
+
+/// `VFIO_MIG_GET_PRECOPY_INFO` on a data file: `initial_bytes` and
+/// `dirty_bytes`.
+pub fn mig_precopy_info(data: BorrowedFd<'_>) -> IoctlResult<(u64, u64)> {
+    let mut info = ArgBuf::new(24, &[0], &[], 24);
+    let p = info.as_arg();
+    // SAFETY: the kernel reads `argsz` and writes the 24-byte struct, which
+    // `info` holds.
+    unsafe {
+        call(
+            data,
+            "VFIO_MIG_GET_PRECOPY_INFO",
+            VFIO_MIG_GET_PRECOPY_INFO,
+            p,
+        )
+    }?;
+    let b = info.bytes();
+    let word = |at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+    Ok((word(8), word(16)))
 }
 
 #[cfg(test)]

@@ -11,12 +11,18 @@
 //! * [`EventFd`] for interrupts;
 //! * [`GuestMemory`], memfd-backed memory to map for device DMA;
 //! * [`migration`]: the migration region of the 2018 proposal (layout,
-//!   states, actions, save and restore flows) on [`Device`];
+//!   states, actions) on [`Device`];
+//! * [`transfer`]: the steps of moving device state ([`StateTransfer`]),
+//!   the save and restore flows on them, and their migration-region
+//!   implementation;
 //! * [`sample`]: the sample device's registers (DMA engine, ring,
 //!   background writer) and the module's pinned-page count;
 //! * [`live`]: live migration between two devices with their own guest RAM,
 //!   a running workload, verification and a report;
-//! * [`stream`]: a look inside a saved device-state stream.
+//! * [`stream`]: a look inside a saved device-state stream;
+//! * [`ioctl`]: every ioctl, one typed function each (the only `unsafe`
+//!   for ioctls); [`uapi`]: the structs `vfio-bindings` lacks;
+//! * [`units`]: bytes and durations in text and JSON.
 //!
 //! Every error is an [`Error`] that says what failed in words and carries
 //! the errno ([`Error::errno`]).
@@ -33,14 +39,17 @@ pub mod migration;
 pub mod sample;
 pub mod stream;
 pub mod sysfs;
+pub mod transfer;
 pub mod uapi;
+pub mod units;
+pub mod v2;
 
 pub use device::{parse_cap_chain, Capability, Device, DeviceInfo, IrqInfo, OpenPath, RegionInfo};
 pub use error::{errno_name, errno_string, Error, Result};
 pub use eventfd::EventFd;
 pub use mem::GuestMemory;
-pub use migration::{
-    DeviceState, DirtyBitmap, Field, MigrationRegion, Pending, RestoreReport, SaveOptions,
-    SaveReport,
-};
+pub use migration::{DeviceState, DirtyBitmap, Field, MigrationRegion, Pending};
 pub use sysfs::{Mdev, MdevType, Parent, TypeAttrs};
+pub use transfer::{
+    MigrationRegionTransfer, RestoreReport, SaveOptions, SaveReport, StateTransfer,
+};

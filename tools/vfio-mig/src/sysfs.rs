@@ -90,7 +90,7 @@ impl Parent {
 }
 
 /// The attributes of one type directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TypeAttrs {
     /// `name`.
     pub name: String,
