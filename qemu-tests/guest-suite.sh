@@ -45,6 +45,8 @@ if [ $# -eq 0 ]; then
 	check "live migration, iommufd, 1000-page queries" "$bin/vfio-mig" migrate --create large --quiet \
 		--iommufd --dirty-window 1000 --cpu-rate 3000
 	check_unpinned "no guest page pinned after the migrations"
+	# Stock QEMU live-migrates VMs that own an mdev.
+	check_lines "$bin/vfio-mig-qemu" suite
 fi
 
 remove_mdevs
