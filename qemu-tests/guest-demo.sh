@@ -49,6 +49,10 @@ migrate "live migration through iommufd, dirty queries of 1000 pages, busier vCP
 	--iommufd --dirty-window 1000 --cpu-rate 3000 --cpu-pattern strided:7 "$@"
 
 echo
+echo "=== stock QEMU: a VM that owns an mdev live-migrates (vfio-mig-qemu) ==="
+check_lines "$bin/vfio-mig-qemu" demo
+
+echo
 check "removing $src" remove_mdev "$src"
 check "removing $dst" remove_mdev "$dst"
 # Closing the devices reset them and unpinned their rings.

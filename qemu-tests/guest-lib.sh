@@ -46,6 +46,19 @@ remove_mdevs() {
 	done
 }
 
+# check_lines COMMAND...: a command that prints its own `ok`/`FAIL` lines
+# (and `#` notes): shown and counted; an exit code that no FAIL line explains
+# is a failure of its own.
+check_lines() {
+	local out rc
+	out=$("$@" 2>&1)
+	rc=$?
+	echo "$out"
+	passed=$((passed + $(grep -c '^ok ' <<<"$out")))
+	failed=$((failed + $(grep -c '^FAIL ' <<<"$out")))
+	if [ $rc -ne 0 ] && ! grep -q '^FAIL ' <<<"$out"; then bad "$*" "exited $rc without a failed check"; fi
+}
+
 # check_unpinned NAME: the module's debugfs count of pinned guest pages is 0
 # (read before rmmod, which takes debugfs away).
 check_unpinned() {

@@ -19,6 +19,10 @@ kmemleak_forget
 # The C sample mtty: the suite checks its VFIO plumbing against it too.
 load_modules mtty
 check "parent device registered" test -d "$parent/mdev_supported_types/vfio_mig_sample-small"
+# Every refusal of the module says why through dynamic debug: on for the
+# run (a subshell: a callsite the kernel cannot write would oops it).
+check "dynamic debug on for vfio_mig_sample" \
+	bash -c 'echo "module vfio_mig_sample +p" >/proc/dynamic_debug/control'
 
 # The test binary prints its own ok/FAIL/skip lines and a summary line.
 out=$(mktemp)
@@ -36,6 +40,7 @@ failed=$((failed + f))
 skipped=$((skipped + s))
 if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then bad "test binary" "exited $rc without a failed test"; fi
 echo "# test binary: $((p + f + s)) tests in $(($(date +%s) - start))s"
+check "refusals said why in the kernel log" bash -c 'dmesg | grep -q "refused: "'
 
 # The main job as a test: live migrations with the workload on, which the
 # tool verifies bit-exact (its exit status), through both VFIO paths. Only
@@ -44,6 +49,9 @@ if [ $# -eq 0 ]; then
 	check "live migration, legacy container" "$bin/vfio-mig" migrate --create large --quiet
 	check "live migration, iommufd, 1000-page queries" "$bin/vfio-mig" migrate --create large --quiet \
 		--iommufd --dirty-window 1000 --cpu-rate 3000
+	check "live migration through v2, legacy container" "$bin/vfio-mig" migrate --create large --quiet --v2
+	check "live migration through v2, iommufd" "$bin/vfio-mig" migrate --create large --quiet --v2 \
+		--iommufd
 	check_unpinned "no guest page pinned after the migrations"
 	# A short fuzz run with a fixed seed (`make fuzz` runs longer ones).
 	out=$(mktemp)
@@ -54,6 +62,8 @@ if [ $# -eq 0 ]; then
 		grep -vE '^  +[a-z ]+: [0-9]+/[0-9]+ ' "$out" | tail -n 40 | sed 's/^/  | /'
 	fi
 	rm -f "$out"
+	# Stock QEMU live-migrates VMs that own an mdev.
+	check_lines "$bin/vfio-mig-qemu" suite
 fi
 
 remove_mdevs

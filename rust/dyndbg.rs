@@ -108,8 +108,10 @@ macro_rules! dyn_debug {
     ($fmt:literal $(, $arg:expr)* $(,)?) => {{
         #[cfg(CONFIG_DYNAMIC_DEBUG)]
         {
+            // No `#[used]`: on ELF it sets SHF_GNU_RETAIN, the bit the
+            // module loader reads as SHF_RO_AFTER_INIT, and dynamic debug
+            // writes the flags. The static is used by the code below.
             #[link_section = "__dyndbg"]
-            #[used]
             static CALLSITE: $crate::dyndbg::Callsite = $crate::dyndbg::Callsite::new(
                 ::kernel::c_str!(module_path!()),
                 ::kernel::c_str!(file!()),

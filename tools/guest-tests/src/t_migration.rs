@@ -193,7 +193,7 @@ pub(crate) fn layout(s: &[u8], spec: &TypeSpec) -> Result<Layout, String> {
 /// Everything a migration must carry: config space, BAR0 registers, BAR2.
 #[derive(Clone)]
 pub(crate) struct Snap {
-    config: Vec<u8>,
+    pub(crate) config: Vec<u8>,
     regs: Vec<u32>,
     mem: Vec<u8>,
 }

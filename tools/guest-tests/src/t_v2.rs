@@ -377,21 +377,23 @@ fn delete_module_nonblock(name: &str) -> Option<i32> {
 }
 
 pub fn v2_destination_setup(env: &Env) -> TResult {
-    // What QEMU's destination does: config writes and SET_IRQS while
-    // RESUMING and while STOP.
+    // What QEMU's destination does: config writes (the source's values)
+    // and SET_IRQS while RESUMING and while STOP.
     let (a, want) = filled(env, &SMALL, OpenPath::Legacy, 0x71)?;
     let s = save_v2(a.dev(), 1 << 20)?;
+    let at = cfg::COMMAND as usize;
+    let command = u16::from_le_bytes([want.config[at], want.config[at + 1]]);
     let b = open(env, &SMALL, OpenPath::Legacy)?;
     let dev = b.dev();
     let f = set_with_file(dev, V2State::Resuming)?;
     let efd = EventFd::new().ctx("eventfd")?;
-    dev.w16(CF, cfg::COMMAND, 0x0006)
+    dev.w16(CF, cfg::COMMAND, command)
         .map_err(|e| format!("config write in RESUMING: {e}"))?;
     dev.set_irq_eventfd(1, Some(efd.fd()))
         .ctx("SET_IRQS MSI in RESUMING")?;
     f.write_all(&s).ctx("write the stream")?;
     set(dev, V2State::Stop)?;
-    dev.w16(CF, cfg::COMMAND, 0x0006)
+    dev.w16(CF, cfg::COMMAND, command)
         .map_err(|e| format!("config write in STOP: {e}"))?;
     dev.set_irq_eventfd(1, Some(efd.fd()))
         .ctx("SET_IRQS MSI in STOP")?;

@@ -551,9 +551,10 @@ pub fn dma_logging_report(
     }
     // The kernel writes at most one bit per page of the range into
     // `bitmap`, which was checked to hold them, while the call runs.
+    // A report is a GET: the kernel writes the bitmap.
     device_feature(
         device,
-        VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
+        VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
         &mut report,
     )
 }

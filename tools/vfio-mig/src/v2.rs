@@ -154,6 +154,13 @@ impl Device {
             .map_err(|f| f.context(format!("migration flags of {}", self.uuid())))
     }
 
+    /// Whether the device has `feature` (`VFIO_DEVICE_FEATURE_PROBE` with
+    /// SET): `ENOTTY` if not.
+    pub fn feature_probe(&self, feature: u32) -> Result<()> {
+        ioctl::device_feature_probe(self.as_fd(), feature, false)
+            .map_err(|f| f.context(format!("probe of feature {feature} on {}", self.uuid())))
+    }
+
     /// The current v2 state.
     pub fn v2_state(&self) -> Result<V2State> {
         let raw = ioctl::mig_get_state(self.as_fd())

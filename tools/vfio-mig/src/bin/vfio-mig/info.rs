@@ -46,9 +46,26 @@ struct Info {
     num_irqs: u32,
     regions: Vec<Indexed<RegionPart>>,
     migration: Part<MigrationPart>,
+    migration_v2: Part<V2Part>,
     bar0: Bar0Part,
     irqs: Vec<Indexed<IrqPart>>,
 }
+
+/// The upstream v2 interface: flags, state, stop-copy size, DMA logging.
+#[derive(Serialize)]
+struct V2Part {
+    flags: u64,
+    flag_names: Vec<String>,
+    state: String,
+    stop_copy_bytes: Part<u64>,
+    dma_logging: bool,
+}
+
+/// `VFIO_MIGRATION_*`.
+const V2_FLAGS: [(u32, &str); 3] = [(1, "STOP_COPY"), (2, "P2P"), (4, "PRE_COPY")];
+
+/// `VFIO_DEVICE_FEATURE_DMA_LOGGING_START`.
+const DMA_LOGGING_START: u32 = 6;
 
 /// A region or an IRQ index, with its name.
 #[derive(Serialize)]
@@ -257,6 +274,7 @@ pub fn run(uuid: &str, open: &OpenArgs, out: &Output) -> Result<()> {
     } else if let Part::Failed { error } = &info.migration {
         println!("migration: {error}");
     }
+    print_v2(&info.migration_v2);
     print_bar0(&info.bar0);
     for i in &info.irqs {
         match &i.part {
@@ -312,6 +330,7 @@ fn gather(dev: &Device) -> vfio_mig::Result<Info> {
         num_irqs: info.num_irqs,
         regions,
         migration: gather_migration(dev),
+        migration_v2: Part::of(gather_v2(dev)),
         bar0: gather_bar0(dev),
         irqs,
     })
@@ -323,6 +342,39 @@ impl<T> Part<T> {
             Part::Read(v) => Part::Read(f(v)),
             Part::Failed { error } => Part::Failed { error },
         }
+    }
+}
+
+/// Reads the v2 side; only the flags may fail (`ENOTTY`: no v2).
+fn gather_v2(dev: &Device) -> vfio_mig::Result<V2Part> {
+    let flags = dev.v2_flags()?;
+    Ok(V2Part {
+        flags,
+        flag_names: flag_list(flags as u32, &V2_FLAGS),
+        state: match dev.v2_state() {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        },
+        stop_copy_bytes: Part::of(dev.v2_data_size()),
+        dma_logging: dev.feature_probe(DMA_LOGGING_START).is_ok(),
+    })
+}
+
+fn print_v2(p: &Part<V2Part>) {
+    let v = match p {
+        Part::Read(v) => v,
+        Part::Failed { error } => return println!("migration v2: {error}"),
+    };
+    println!(
+        "migration v2: flags {:#x} ({}), state {}, DMA logging {}",
+        v.flags,
+        flag_text(&v.flag_names),
+        v.state,
+        if v.dma_logging { "yes" } else { "no" }
+    );
+    match &v.stop_copy_bytes {
+        Part::Read(n) => println!("  stop-copy size now: {n} bytes"),
+        Part::Failed { error } => println!("  stop-copy size: {error}"),
     }
 }
 

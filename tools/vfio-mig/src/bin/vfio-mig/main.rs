@@ -19,7 +19,8 @@ use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use vfio_mig::sysfs::{self, Parent, TypeAttrs, DEFAULT_PARENT};
-use vfio_mig::{Device, MigrationRegionTransfer, OpenPath};
+use vfio_mig::v2::V2Transfer;
+use vfio_mig::{Device, MigrationRegionTransfer, OpenPath, StateTransfer};
 
 const AFTER_HELP: &str = "\
 --fd N uses the VFIO device fd N inherited from the parent process (which keeps
@@ -119,10 +120,23 @@ struct OpenArgs {
     fd: Option<RawFd>,
 }
 
+/// `--v2`: which interface moves the device state.
+#[derive(Debug, Args)]
+struct Interface {
+    /// Move the state through the upstream v2 interface (data file, DMA
+    /// logging) instead of the 2018 migration region
+    #[arg(long)]
+    v2: bool,
+}
+
 /// How a device's state moves: through its migration region (the 2018
-/// interface), the one interface so far. Another is picked here.
-fn transfer_of(dev: &Device) -> MigrationRegionTransfer<'_> {
-    MigrationRegionTransfer(dev)
+/// interface), or through v2.
+fn transfer_of<'a>(dev: &'a Device, interface: &Interface) -> Box<dyn StateTransfer + 'a> {
+    if interface.v2 {
+        Box::new(V2Transfer::new(dev))
+    } else {
+        Box::new(MigrationRegionTransfer(dev))
+    }
 }
 
 /// The open path `--iommufd` asks for.

@@ -15,9 +15,9 @@ use vfio_mig::live::{
 };
 use vfio_mig::sysfs::{self, Mdev, Parent, DEFAULT_PARENT};
 use vfio_mig::units::human_bytes;
-use vfio_mig::{Device, OpenPath, StateTransfer};
+use vfio_mig::{Device, OpenPath};
 
-use crate::{number, transfer_of, Output};
+use crate::{number, transfer_of, Interface, Output};
 
 /// `vfio-mig migrate`.
 #[derive(Debug, Args)]
@@ -83,6 +83,8 @@ pub struct MigrateArgs {
     /// No progress lines (they are shown only if the migration fails)
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub interface: Interface,
     #[command(flatten)]
     pub format: Output,
 }
@@ -265,8 +267,11 @@ fn migrate(a: &MigrateArgs, src: &Vm, dst: &Vm) -> Result<LiveReport> {
         settle: Duration::from_millis(a.settle),
         progress: Some(&mut progress),
     };
-    let (src_t, dst_t) = (transfer_of(&src.dev), transfer_of(&dst.dev));
-    let result = live::migrate_with(src, &src_t, cpu.as_mut(), dst, &dst_t, opts);
+    let (src_t, dst_t) = (
+        transfer_of(&src.dev, &a.interface),
+        transfer_of(&dst.dev, &a.interface),
+    );
+    let result = live::migrate_with(src, src_t.as_ref(), cpu.as_mut(), dst, dst_t.as_ref(), opts);
     // Whatever happened, the vCPU thread is stopped before the devices go.
     drop(cpu);
     if result.is_err() && a.quiet && !rows.is_empty() {

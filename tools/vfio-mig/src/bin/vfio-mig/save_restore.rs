@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use vfio_mig::transfer::{self, RestoreReport, SaveReport};
-use vfio_mig::{stream, Error, SaveOptions, StateTransfer};
+use vfio_mig::{stream, Error, SaveOptions};
 
-use crate::{number, parse_num, print_json, transfer_of, OpenArgs, Output};
+use crate::{number, parse_num, print_json, transfer_of, Interface, OpenArgs, Output};
 
 /// `vfio-mig save`.
 #[derive(Debug, Args)]
@@ -28,6 +28,8 @@ pub struct SaveArgs {
     /// Pre-copy passes (0: straight to stop-and-copy)
     #[arg(long, value_name = "N", default_value = "1", value_parser = number::<u32>)]
     pub precopy: u32,
+    #[command(flatten)]
+    pub interface: Interface,
     #[command(flatten)]
     pub open: OpenArgs,
     #[command(flatten)]
@@ -45,6 +47,8 @@ pub struct RestoreArgs {
     /// Bytes per set-buffer action (default: the data area)
     #[arg(long, value_name = "N", value_parser = parse_num)]
     pub chunk: Option<u64>,
+    #[command(flatten)]
+    pub interface: Interface,
     #[command(flatten)]
     pub open: OpenArgs,
     #[command(flatten)]
@@ -104,7 +108,7 @@ struct SaveSummary<'a> {
 
 pub fn save(a: &SaveArgs) -> Result<()> {
     let dev = a.open.open(&a.uuid)?;
-    let t = transfer_of(&dev);
+    let t = transfer_of(&dev, &a.interface);
     let out = &a.out;
     let file = File::create(out).map_err(|e| Error::path("create", out, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
@@ -113,7 +117,7 @@ pub fn save(a: &SaveArgs) -> Result<()> {
         precopy_iterations: a.precopy,
         ..Default::default()
     };
-    let saved = transfer::save(&t, &mut w, opts);
+    let saved = transfer::save(t.as_ref(), &mut w, opts);
     drop(w);
     let rep = saved.or_else(|e| {
         let _ = std::fs::remove_file(out);
@@ -180,7 +184,7 @@ pub fn restore(a: &RestoreArgs) -> Result<()> {
     let input = &a.input;
     let file = File::open(input).map_err(|e| Error::path("open", input, e))?;
     let dev = a.open.open(&a.uuid)?;
-    let t = transfer_of(&dev);
+    let t = transfer_of(&dev, &a.interface);
     let data_len = t
         .max_chunk()
         .with_context(|| format!("find the migration region of {}", a.uuid))?;
@@ -189,14 +193,15 @@ pub fn restore(a: &RestoreArgs) -> Result<()> {
         bail!("--chunk {chunk} is not in 1..={data_len} (the data area)");
     }
     let mut r = BufReader::with_capacity(1 << 20, file);
-    let rep = transfer::restore(&t, &mut r, &mut |_| chunk as usize).with_context(|| {
-        format!(
-            "restore {} from {} (the device was left in {})",
-            a.uuid,
-            input.display(),
-            t.state_words()
-        )
-    })?;
+    let rep =
+        transfer::restore(t.as_ref(), &mut r, &mut |_| chunk as usize).with_context(|| {
+            format!(
+                "restore {} from {} (the device was left in {})",
+                a.uuid,
+                input.display(),
+                t.state_words()
+            )
+        })?;
     if a.format.json {
         return print_json(&RestoreSummary {
             uuid: &a.uuid,
