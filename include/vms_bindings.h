@@ -13,5 +13,7 @@
 #include <linux/iommu.h>
 #include <linux/iova_bitmap.h>
 #include <linux/mdev.h>
+#include <linux/mm.h>
 #include <linux/vfio.h>
+#include <linux/vmalloc.h>
 #include <uapi/linux/vfio.h>

@@ -14,11 +14,15 @@ use crate::eventfd::EventFd;
 use crate::logic::abi::{self, bar0, config};
 use crate::logic::config_space::ConfigSpace;
 use crate::logic::dma::DmaWrite;
+use crate::logic::migration_region::{self as layout, MmapArea};
 use crate::logic::regions::{self, Region};
 use crate::logic::regs::{self, Live, Registers, Route, WriteEffect};
 use crate::vfio::{self, uapi, DeviceRef, IovaBitmap};
+use crate::vma::{Vma, VM_DONTDUMP, VM_DONTEXPAND, VM_MAYWRITE, VM_SHARED, VM_WRITE};
+use errors::refused;
 use kernel::alloc::flags::__GFP_ZERO;
 use kernel::c_str;
+use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
 use kernel::sync::lock::{mutex::MutexBackend, Guard};
 use kernel::sync::{CondVar, Mutex};
@@ -49,6 +53,10 @@ pub(crate) struct SampleDevice {
     /// lock, see `device/dma.rs`).
     #[pin]
     pins: dma::GuestPins,
+    /// Maps the migration region's data and bitmap areas. Outside the
+    /// state lock: an mmap holds the mm lock, which an access copying to
+    /// userspace under the state lock may take.
+    areas: migration::AreaMappers,
 }
 
 /// The device's state, under [`SampleDevice::state`].
@@ -166,12 +174,15 @@ impl SampleDevice {
     /// type) whose device memory is `share`.
     pub(crate) fn new(share: Result<PoolShare>, type_id: u16) -> impl PinInit<Self, Error> {
         let size = share.as_ref().map(PoolShare::mem_size).map_err(|e| *e);
+        let state = size.and_then(|size| State::new(size, type_id));
+        let areas = state.as_ref().map(|s| s.mig.mappers()).map_err(|e| *e);
         try_pin_init!(Self {
             mem_size: size?,
             _share: share?,
-            state <- new_mutex!(State::new(size?, type_id)?, "vfio_mig_sample:state"),
+            state <- new_mutex!(state?, "vfio_mig_sample:state"),
             engine_wake <- new_condvar!("vfio_mig_sample:engine_wake"),
             pins <- dma::GuestPins::new(),
+            areas: areas?,
         }? Error)
     }
 
@@ -363,6 +374,31 @@ impl vfio::DeviceOps for SampleDevice {
 
     fn ioctl(&self, _dev: &vfio::Device, cmd: u32, arg: usize) -> Result<isize> {
         self.device_ioctl(cmd, arg)
+    }
+
+    /// Only the data and bitmap areas of the migration region map: a
+    /// shared mapping inside one of them, the bitmap area read only
+    /// (`Documentation/migration-abi.rst`); anything else is `EINVAL`.
+    /// Takes no device lock (see `areas`).
+    fn mmap(&self, _dev: &vfio::Device, vma: &Vma) -> Result {
+        let pos = vma.pgoff().checked_mul(PAGE_SIZE as u64).ok_or(EINVAL)?;
+        let (region, offset) = regions::locate(pos, vma.len(), |r| self.region_size(r))
+            .map_err(|_| refused("mmap", "not inside a region"))?;
+        if region != Region::Migration {
+            return Err(refused("mmap", "only the migration region maps"));
+        }
+        if vma.flags() & VM_SHARED == 0 {
+            return Err(refused("mmap", "not a shared mapping"));
+        }
+        let writable = vma.flags() & VM_WRITE != 0;
+        let (area, at) = layout::decode_mmap(offset, vma.len() as u64, writable)
+            .map_err(|_| refused("mmap", "not inside one area, or a writable bitmap"))?;
+        if area == MmapArea::Bitmap {
+            // No mprotect(PROT_WRITE) later either: the device owns it.
+            vma.clear_flags(VM_MAYWRITE);
+        }
+        vma.set_flags(VM_DONTEXPAND | VM_DONTDUMP);
+        self.areas.map(area, at, vma)
     }
 
     /// Takes only the pins lock (see `device/dma.rs`): the registers catch

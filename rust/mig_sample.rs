@@ -7,8 +7,9 @@
 //! 2018 VFIO migration proposal comes on top of it.
 //!
 //! Module layout (`Documentation/architecture.rst` has the whole map):
-//! `sys` holds the raw bindings; `eventfd`, `mdev`, `vfio`, `pinned` and
-//! `dyndbg` are the safe wrappers around them; `driver` is the mdev driver
+//! `sys` holds the raw bindings; `eventfd`, `mdev`, `vfio`, `vma`,
+//! `vmalloc_user`, `pinned` and `dyndbg` are the safe wrappers around
+//! them; `driver` is the mdev driver
 //! (types, memory pool) and `device` the device model, built on the pure
 //! logic in `logic`, which has no `unsafe` and is unit-tested on the host.
 
@@ -24,6 +25,8 @@ mod mdev;
 mod pinned;
 mod sys;
 mod vfio;
+mod vma;
+mod vmalloc_user;
 
 module! {
     type: VfioMigSample,

@@ -13,6 +13,7 @@
 use crate::anon_file::NewFile;
 use crate::pinned::PinnedPages;
 use crate::sys;
+use crate::vma::Vma;
 use core::marker::PhantomData;
 use core::mem::{offset_of, size_of, MaybeUninit};
 use core::ptr::{addr_of_mut, NonNull};
@@ -64,6 +65,13 @@ pub(crate) trait DeviceOps: Sized + Send + Sync + 'static {
 
     /// A device ioctl other than the ones the VFIO core handles.
     fn ioctl(&self, dev: &Device, cmd: u32, arg: usize) -> Result<isize>;
+
+    /// An `mmap` of the device file into `vma` (optional: without it the
+    /// core refuses every mmap with `EINVAL`). The driver checks the range
+    /// and the flags, then maps its memory into the whole VMA.
+    fn mmap(&self, _dev: &Device, _vma: &Vma) -> Result {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
 
     /// `iova..iova + length` is being unmapped: the driver must unpin every
     /// page it holds pinned in that range before returning.
@@ -372,6 +380,11 @@ impl<T: DeviceOps> OpsTable<T> {
         read: Some(read_callback::<T>),
         write: Some(write_callback::<T>),
         ioctl: Some(ioctl_callback::<T>),
+        mmap: if T::HAS_MMAP {
+            Some(mmap_callback::<T>)
+        } else {
+            None
+        },
         dma_unmap: Some(dma_unmap_callback::<T>),
         #[cfg(CONFIG_IOMMUFD)]
         bind_iommufd: Some(sys::vfio_iommufd_emulated_bind),
@@ -716,6 +729,23 @@ unsafe extern "C" fn ioctl_callback<T: DeviceOps>(
         let (data, dev) = unsafe { parts::<T>(vdev) };
         let ret = data.ioctl(dev, cmd, arg)?;
         Ok(ret as c_long)
+    })
+}
+
+/// # Safety
+///
+/// Called by the VFIO core (`mmap`, from the device file's `mmap`, with the
+/// mm locked for writing and `vma` not yet in its tree); see [`parts`].
+unsafe extern "C" fn mmap_callback<T: DeviceOps>(
+    vdev: *mut sys::vfio_device,
+    vma: *mut kernel::bindings::vm_area_struct,
+) -> i32 {
+    from_result(|| {
+        // SAFETY: A callback of `OpsTable::<T>::OPS`: see `parts`.
+        let (data, dev) = unsafe { parts::<T>(vdev) };
+        // SAFETY: The VMA of the mmap this callback is, used only during it.
+        let vma = unsafe { Vma::from_raw(vma) };
+        data.mmap(dev, vma).map(|()| 0)
     })
 }
 

@@ -9,6 +9,7 @@ use super::SampleDevice;
 use crate::dyndbg::dyn_debug;
 use crate::eventfd::EventFd;
 use crate::logic::abi;
+use crate::logic::migration_region as layout;
 use crate::logic::regions::Region;
 use crate::vfio::uapi;
 use kernel::prelude::*;
@@ -73,11 +74,12 @@ impl SampleDevice {
             return Ok(0);
         }
 
-        // The migration region carries its type in a capability chain,
-        // built the vfio-pci way: too small an argsz gets the size needed.
-        let cap = migration_type_cap();
-        let needed = (size_of_info + cap.len()) as u32;
-        info.flags |= uapi::VFIO_REGION_INFO_FLAG_CAPS;
+        // The migration region carries its type and its mmap-able areas in
+        // a capability chain, built the vfio-pci way: too small an argsz
+        // gets the size needed, the CAPS flag and no chain.
+        let caps = migration_caps(size_of_info as u32);
+        let needed = (size_of_info + caps.len()) as u32;
+        info.flags |= uapi::VFIO_REGION_INFO_FLAG_CAPS | uapi::VFIO_REGION_INFO_FLAG_MMAP;
         if info.argsz < needed {
             info.argsz = needed;
             writer.write(&info)?;
@@ -85,7 +87,7 @@ impl SampleDevice {
             info.cap_offset = size_of_info as u32;
             let mut writer = UserSlice::new(arg, needed as usize).writer();
             writer.write(&info)?;
-            writer.write_slice(&cap)?;
+            writer.write_slice(&caps)?;
         }
         Ok(0)
     }
@@ -208,23 +210,49 @@ impl SampleDevice {
     }
 }
 
-/// `VFIO_REGION_INFO_CAP_TYPE` of the migration region: type `1 << 30`,
-/// subtype 1, as the 2018 proposal defines them.
-fn migration_type_cap() -> [u8; 16] {
-    let mut cap = [0u8; 16];
-    let fields: [&[u8]; 5] = [
-        &(uapi::VFIO_REGION_INFO_CAP_TYPE as u16).to_ne_bytes(),
-        &1u16.to_ne_bytes(), // version
-        &0u32.to_ne_bytes(), // next: the chain ends here
-        &abi::migration::REGION_TYPE.to_ne_bytes(),
-        &abi::migration::REGION_SUBTYPE.to_ne_bytes(),
+/// Size of the migration region's `VFIO_REGION_INFO_CAP_TYPE`.
+const TYPE_CAP_LEN: usize = 16;
+/// Size of its `VFIO_REGION_INFO_CAP_SPARSE_MMAP`: the header, `nr_areas`,
+/// a reserved word and one (offset, size) pair per area.
+const SPARSE_CAP_LEN: usize = 16 + 16 * layout::MMAP_AREAS.len();
+
+/// The capability chain of the migration region, for a chain that starts
+/// `base` bytes into the ioctl's buffer (`next` offsets count from the
+/// start of `struct vfio_region_info`): `VFIO_REGION_INFO_CAP_TYPE`, type
+/// `1 << 30`, subtype 1, as the 2018 proposal defines them; then
+/// `VFIO_REGION_INFO_CAP_SPARSE_MMAP` with the data and bitmap areas.
+fn migration_caps(base: u32) -> [u8; TYPE_CAP_LEN + SPARSE_CAP_LEN] {
+    let sparse_at = base + TYPE_CAP_LEN as u32;
+    let type_id = (uapi::VFIO_REGION_INFO_CAP_TYPE as u16).to_ne_bytes();
+    let sparse_id = (uapi::VFIO_REGION_INFO_CAP_SPARSE_MMAP as u16).to_ne_bytes();
+    let version = 1u16.to_ne_bytes();
+    let next_of_type = sparse_at.to_ne_bytes();
+    let end_of_chain = 0u32.to_ne_bytes();
+    let region_type = abi::migration::REGION_TYPE.to_ne_bytes();
+    let region_subtype = abi::migration::REGION_SUBTYPE.to_ne_bytes();
+    let nr_areas = (layout::MMAP_AREAS.len() as u32).to_ne_bytes();
+    let reserved = 0u32.to_ne_bytes();
+    let areas = layout::MMAP_AREAS.map(|(offset, size)| [offset.to_ne_bytes(), size.to_ne_bytes()]);
+    let head: [&[u8]; 10] = [
+        &type_id,
+        &version,
+        &next_of_type,
+        &region_type,
+        &region_subtype,
+        &sparse_id,
+        &version,
+        &end_of_chain,
+        &nr_areas,
+        &reserved,
     ];
+    let area_fields = areas.iter().flatten().map(|f| &f[..]);
+    let mut caps = [0u8; TYPE_CAP_LEN + SPARSE_CAP_LEN];
     let mut at = 0;
-    for f in fields {
-        if let Some(dst) = cap.get_mut(at..at + f.len()) {
+    for f in Iterator::chain(head.into_iter(), area_fields) {
+        if let Some(dst) = caps.get_mut(at..at + f.len()) {
             dst.copy_from_slice(f);
         }
         at += f.len();
     }
-    cap
+    caps
 }

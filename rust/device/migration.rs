@@ -17,7 +17,7 @@ use crate::logic::bitmap::{words_for, Bitmap};
 use crate::logic::dirty_log::{
     BitmapArea, ChunkBits, ChunkStore, DirtyLog, OutOfMemory, MAX_CHUNKS,
 };
-use crate::logic::migration_region::{self as layout, Target};
+use crate::logic::migration_region::{self as layout, MmapArea, Target};
 use crate::logic::regs::Registers;
 use crate::logic::snapshot::{self, BLOB_LEN};
 use crate::logic::state::{plan_raw, Action, Transition};
@@ -26,6 +26,8 @@ use crate::logic::stream::{
 };
 use crate::logic::v2::V2State;
 use crate::vfio;
+use crate::vma::Vma;
+use crate::vmalloc_user::{Mapper, UserMappable};
 use core::ops::Range;
 use kernel::alloc::flags::__GFP_NOWARN;
 use kernel::prelude::*;
@@ -61,10 +63,12 @@ pub(super) struct Migration {
     mem_dirty: Bitmap<KVec<u64>>,
     /// Guest pages the device wrote since a dirty query last reported them.
     pub(super) guest_dirty: DirtyLog<ChunkTree>,
-    /// The data area: chunks staged in either direction.
-    data: KVVec<u8>,
-    /// The dirty-bitmap area.
-    bitmap: KVVec<u8>,
+    /// The data area: chunks staged in either direction. Userspace may map
+    /// it, so it is allocated once, for the device's life, and zeroed in
+    /// place.
+    data: UserMappable,
+    /// The dirty-bitmap area, likewise (mapped read only).
+    bitmap: UserMappable,
     /// The words of `bitmap` the last query set (`[..touched_len]`), one
     /// slot per word of the area.
     touched: KVVec<u32>,
@@ -77,6 +81,25 @@ pub(super) struct Migration {
     /// registers (a config write, an unmap) between two chunks of it.
     save_blob: Option<[u8; BLOB_LEN]>,
     pub(super) resume: Option<Resume>,
+}
+
+/// Maps the migration region's mmap-able areas (the data and bitmap areas
+/// of a [`Migration`], which keeps them for the device's life).
+pub(super) struct AreaMappers {
+    data: Mapper,
+    bitmap: Mapper,
+}
+
+impl AreaMappers {
+    /// Maps `area` from byte `offset` inside it into the whole of `vma`
+    /// (checked against the area by `layout::decode_mmap`).
+    pub(super) fn map(&self, area: MmapArea, offset: u64, vma: &Vma) -> Result {
+        let offset = usize::try_from(offset).map_err(|_| EINVAL)?;
+        match area {
+            MmapArea::Data => self.data.map(vma, offset),
+            MmapArea::Bitmap => self.bitmap.map(vma, offset),
+        }
+    }
 }
 
 /// The dirty log's chunks: a red-black tree of small nodes, so that a mark
@@ -236,8 +259,8 @@ impl Migration {
             params,
             mem_dirty: Bitmap::new(words, npages)?,
             guest_dirty: DirtyLog::new(ChunkTree::new(), MAX_CHUNKS),
-            data: zeroed_bytes(DATA_LEN as usize)?,
-            bitmap: zeroed_bytes(BITMAP_LEN as usize)?,
+            data: UserMappable::new(DATA_LEN as usize)?,
+            bitmap: UserMappable::new(BITMAP_LEN as usize)?,
             touched: KVVec::from_elem(0u32, BITMAP_LEN as usize / 8, GFP_KERNEL)?,
             touched_len: 0,
             bitmap_scribbled: false,
@@ -252,9 +275,11 @@ impl Migration {
     /// session staged is readable in the next one. v2 DMA logging stays on
     /// if it was: the guest pages the device wrote before are still to be
     /// reported.
+    /// The areas are zeroed in place, never replaced: a mapping of them made
+    /// in this session reads zeros too.
     pub(super) fn reset(&mut self) {
-        self.data.fill(0);
-        self.bitmap.fill(0);
+        self.data.as_mut_slice().fill(0);
+        self.bitmap.as_mut_slice().fill(0);
         self.touched_len = 0;
         self.bitmap_scribbled = false;
         self.state = DeviceState::None;
@@ -315,12 +340,21 @@ impl Migration {
 
     /// The first `len` bytes of the data area, where a chunk is staged.
     pub(super) fn staging(&mut self, len: usize) -> Result<&mut [u8]> {
-        self.data.get_mut(..len).ok_or(EINVAL)
+        self.data.as_mut_slice().get_mut(..len).ok_or(EINVAL)
     }
 
     /// The first `len` bytes of the data area, as staged.
     pub(super) fn staged(&self, len: usize) -> Result<&[u8]> {
-        self.data.get(..len).ok_or(EINVAL)
+        self.data.as_slice().get(..len).ok_or(EINVAL)
+    }
+
+    /// The mappers of the mmap-able areas, which map them without the
+    /// device lock.
+    pub(super) fn mappers(&self) -> AreaMappers {
+        AreaMappers {
+            data: self.data.mapper(),
+            bitmap: self.bitmap.mapper(),
+        }
     }
 
     /// What the save stream has still to send (nothing without one).
@@ -393,8 +427,8 @@ impl State {
                 let value = self.read_field(pins, field)?;
                 buf.write(&value)
             }
-            Target::Data(at) => buf.write_slice(span(&self.mig.data, at, len)?),
-            Target::Bitmap(at) => buf.write_slice(span(&self.mig.bitmap, at, len)?),
+            Target::Data(at) => buf.write_slice(span(self.mig.data.as_slice(), at, len)?),
+            Target::Bitmap(at) => buf.write_slice(span(self.mig.bitmap.as_slice(), at, len)?),
         }
     }
 
@@ -416,10 +450,10 @@ impl State {
                 let value = buf.read::<u64>()?;
                 self.write_field(field, value)
             }
-            Target::Data(at) => buf.read_slice(span_mut(&mut self.mig.data, at, len)?),
+            Target::Data(at) => buf.read_slice(span_mut(self.mig.data.as_mut_slice(), at, len)?),
             Target::Bitmap(at) => {
                 self.mig.bitmap_scribbled = true;
-                buf.read_slice(span_mut(&mut self.mig.bitmap, at, len)?)
+                buf.read_slice(span_mut(self.mig.bitmap.as_mut_slice(), at, len)?)
             }
         }
     }
@@ -503,7 +537,7 @@ impl State {
         };
         let mig = &mut self.mig;
         let encoder = mig.save.as_mut().ok_or(EINVAL)?;
-        let out = mig.data.get_mut(..cap).ok_or(EINVAL)?;
+        let out = mig.data.as_mut_slice().get_mut(..cap).ok_or(EINVAL)?;
         let n = encoder.fill(&src, &mut mig.mem_dirty, stopped, out);
         if encoder.registers_started() {
             mig.save_blob.get_or_insert(blob);
@@ -515,7 +549,7 @@ impl State {
     /// decoder. Both interfaces restore through this.
     pub(super) fn decode(&mut self, range: Range<usize>) -> Result {
         let mig = &mut self.mig;
-        let chunk = mig.data.get(range).ok_or(EINVAL)?;
+        let chunk = mig.data.as_slice().get(range).ok_or(EINVAL)?;
         let resume = mig.resume.as_mut().ok_or(EINVAL)?;
         resume.decoder.feed(chunk, &mut resume.shadow)?;
         Ok(())
@@ -533,7 +567,11 @@ impl State {
         let mig = &mut self.mig;
         let pages = layout::dirty_query_pages(mig.dirty_start, mig.dirty_total)?;
         let start = mig.dirty_start / GUEST_PAGE_SIZE;
-        let mut area = BitmapArea::new(&mut mig.bitmap, &mut mig.touched, &mut mig.touched_len);
+        let mut area = BitmapArea::new(
+            mig.bitmap.as_mut_slice(),
+            &mut mig.touched,
+            &mut mig.touched_len,
+        );
         if core::mem::take(&mut mig.bitmap_scribbled) {
             area.clear_all();
         } else {

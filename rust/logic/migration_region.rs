@@ -5,7 +5,9 @@
 //! vfio_device_migration_info` of the 2018 proposal, a reserved gap, the
 //! data area and the dirty-bitmap area.
 
-use super::abi::migration::{Field, BITMAP_OFFSET, BITMAP_PAGES, DATA_OFFSET, REGION_SIZE};
+use super::abi::migration::{
+    Field, BITMAP_LEN, BITMAP_OFFSET, BITMAP_PAGES, DATA_LEN, DATA_OFFSET, REGION_SIZE,
+};
 use super::abi::GUEST_PAGE_SIZE;
 
 /// What an access of the region addresses.
@@ -48,6 +50,45 @@ pub(crate) fn decode(offset: u64, len: usize, write: bool) -> Result<Target, Ref
         .filter(|f| f.writable() || !write)
         .map(Target::Field)
         .ok_or(Refused)
+}
+
+/// The areas of the region userspace may mmap, as (region offset, size):
+/// the data area and the bitmap area, in the order of their sparse-mmap
+/// capability.
+pub(crate) const MMAP_AREAS: [(u64, u64); 2] =
+    [(DATA_OFFSET, DATA_LEN), (BITMAP_OFFSET, BITMAP_LEN)];
+
+/// An mmap-able area of the region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MmapArea {
+    /// The data area, read and write.
+    Data,
+    /// The bitmap area, read only: the device owns its contents.
+    Bitmap,
+}
+
+/// Decodes a shared mapping of `len` bytes at region offset `offset`
+/// (`writable`: it may ever be written): the area and the offset inside it.
+/// The mapping must lie inside one area; the bitmap area is mapped read
+/// only. Everything else is refused (`EINVAL`).
+pub(crate) fn decode_mmap(
+    offset: u64,
+    len: u64,
+    writable: bool,
+) -> Result<(MmapArea, u64), Refused> {
+    let end = offset.checked_add(len).ok_or(Refused)?;
+    let areas = [MmapArea::Data, MmapArea::Bitmap]
+        .into_iter()
+        .zip(MMAP_AREAS);
+    for (area, (start, size)) in areas {
+        if len > 0 && offset >= start && end <= start + size {
+            if writable && area == MmapArea::Bitmap {
+                return Err(Refused);
+            }
+            return Ok((area, offset - start));
+        }
+    }
+    Err(Refused)
 }
 
 /// A checked dirty-bitmap query: how many pages the answer covers.
@@ -156,5 +197,38 @@ mod tests {
         assert_eq!(set_buffer_span(DATA_OFFSET - 1, 1), Err(Refused));
         assert_eq!(set_buffer_span(DATA_OFFSET, DATA_LEN + 1), Err(Refused));
         assert_eq!(set_buffer_span(u64::MAX, 1), Err(Refused));
+    }
+
+    #[test]
+    fn mmap_areas() {
+        assert_eq!(
+            decode_mmap(DATA_OFFSET, DATA_LEN, true),
+            Ok((MmapArea::Data, 0))
+        );
+        assert_eq!(
+            decode_mmap(DATA_OFFSET + 0x3000, 0x1000, true),
+            Ok((MmapArea::Data, 0x3000))
+        );
+        assert_eq!(
+            decode_mmap(BITMAP_OFFSET, BITMAP_LEN, false),
+            Ok((MmapArea::Bitmap, 0))
+        );
+        // Read only, inside one area, never the fields, never empty.
+        assert_eq!(decode_mmap(BITMAP_OFFSET, 0x1000, true), Err(Refused));
+        assert_eq!(
+            decode_mmap(BITMAP_OFFSET - 0x1000, 0x2000, false),
+            Err(Refused)
+        );
+        assert_eq!(
+            decode_mmap(DATA_OFFSET, DATA_LEN + 0x1000, false),
+            Err(Refused)
+        );
+        assert_eq!(decode_mmap(0, 0x1000, false), Err(Refused));
+        assert_eq!(
+            decode_mmap(BITMAP_OFFSET + BITMAP_LEN, 0x1000, false),
+            Err(Refused)
+        );
+        assert_eq!(decode_mmap(DATA_OFFSET, 0, false), Err(Refused));
+        assert_eq!(decode_mmap(u64::MAX - 0xfff, 0x1000, false), Err(Refused));
     }
 }
