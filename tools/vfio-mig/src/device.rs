@@ -16,6 +16,7 @@ use crate::abi::region;
 use crate::error::{Error, Result};
 use crate::ioctl;
 use crate::mem::GuestMemory;
+use crate::mig_mmap::MigrationMapping;
 use crate::migration::MigrationRegion;
 use crate::sysfs;
 use crate::uapi::{self, vfio};
@@ -85,6 +86,9 @@ pub struct Device {
     path: OpenPath,
     /// The migration region, found on first use (`migration.rs`).
     pub(crate) migration: OnceLock<MigrationRegion>,
+    /// Its mapped data and bitmap areas, mapped on first use, if offered
+    /// (`mig_mmap.rs`). After `file`: unmapped once the fd is closed.
+    pub(crate) mig_mapping: OnceLock<Option<MigrationMapping>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -172,6 +176,7 @@ impl Device {
             uuid: uuid.to_string(),
             path,
             migration: OnceLock::new(),
+            mig_mapping: OnceLock::new(),
         }
     }
 

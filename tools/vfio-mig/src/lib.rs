@@ -11,7 +11,8 @@
 //! * [`EventFd`] for interrupts;
 //! * [`GuestMemory`], memfd-backed memory to map for device DMA;
 //! * [`migration`]: the migration region of the 2018 proposal (layout,
-//!   states, actions) on [`Device`];
+//!   states, actions) on [`Device`]; [`mig_mmap`]: its data and bitmap
+//!   areas mapped, when the region offers them;
 //! * [`transfer`]: the steps of moving device state ([`StateTransfer`]),
 //!   the save and restore flows on them, and their migration-region
 //!   implementation;
@@ -35,6 +36,7 @@ pub mod eventfd;
 pub mod ioctl;
 pub mod live;
 pub mod mem;
+pub mod mig_mmap;
 pub mod migration;
 pub mod sample;
 pub mod stream;
@@ -48,6 +50,7 @@ pub use device::{parse_cap_chain, Capability, Device, DeviceInfo, IrqInfo, OpenP
 pub use error::{errno_name, errno_string, Error, Result};
 pub use eventfd::EventFd;
 pub use mem::GuestMemory;
+pub use mig_mmap::{AreaAccess, MigrationMapping};
 pub use migration::{DeviceState, DirtyBitmap, Field, MigrationRegion, Pending};
 pub use sysfs::{Mdev, MdevType, Parent, TypeAttrs};
 pub use transfer::{

@@ -28,6 +28,7 @@ use crate::abi::migration::{BITMAP_LEN, DATA_OFFSET, REGION_SUBTYPE, REGION_TYPE
 use crate::abi::GUEST_PAGE_SIZE;
 use crate::device::{Device, RegionInfo};
 use crate::error::{Error, Result};
+use crate::mig_mmap::MigrationMapping;
 use crate::uapi::vfio;
 
 impl fmt::Display for Field {
@@ -64,6 +65,9 @@ pub struct MigrationRegion {
     pub bitmap_offset: u64,
     /// Size of the bitmap area.
     pub bitmap_len: u64,
+    /// The region offers both areas for mmap: `VFIO_REGION_INFO_FLAG_MMAP`
+    /// and a `VFIO_REGION_INFO_CAP_SPARSE_MMAP` that lists each of them.
+    pub mmap: bool,
 }
 
 impl MigrationRegion {
@@ -89,12 +93,23 @@ impl MigrationRegion {
         }
         let bitmap_len = BITMAP_LEN;
         let data_len = info.size - DATA_OFFSET - bitmap_len;
+        let bitmap_offset = DATA_OFFSET + data_len;
+        let areas: Vec<(u64, u64)> = info
+            .caps
+            .iter()
+            .filter_map(|c| c.sparse_areas())
+            .flatten()
+            .collect();
+        let mmap = info.flags & vfio::VFIO_REGION_INFO_FLAG_MMAP != 0
+            && areas.contains(&(DATA_OFFSET, data_len))
+            && areas.contains(&(bitmap_offset, bitmap_len));
         Ok(MigrationRegion {
             info,
             data_offset: DATA_OFFSET,
             data_len,
-            bitmap_offset: DATA_OFFSET + data_len,
+            bitmap_offset,
             bitmap_len,
+            mmap,
         })
     }
 
@@ -300,6 +315,16 @@ impl Device {
     /// contents). Returns the chunk's length; 0 means nothing more now (in
     /// STOPNCOPY: the stream is complete).
     pub fn get_buffer(&self, buf: &mut Vec<u8>) -> Result<usize> {
+        self.get_buffer_via(buf, None)
+    }
+
+    /// [`Device::get_buffer`], the chunk copied from `map` (the mapped data
+    /// area) if given, else read with `pread`.
+    pub fn get_buffer_via(
+        &self,
+        buf: &mut Vec<u8>,
+        map: Option<&MigrationMapping>,
+    ) -> Result<usize> {
         let r = self.migration_region()?;
         let idx = r.index();
         buf.clear();
@@ -324,8 +349,12 @@ impl Device {
             )));
         }
         buf.resize(size as usize, 0);
-        self.read_region(idx, off, buf)
-            .map_err(|e| self.field_err(e, format!("read of the {size}-byte chunk at {off:#x}")))?;
+        match map {
+            Some(m) => m.read_data(off, buf)?,
+            None => self.read_region(idx, off, buf).map_err(|e| {
+                self.field_err(e, format!("read of the {size}-byte chunk at {off:#x}"))
+            })?,
+        }
         Ok(size as usize)
     }
 
@@ -333,8 +362,21 @@ impl Device {
     /// area), then `data.offset = at`, then `data.size = chunk.len()`, which
     /// hands the chunk to the device.
     pub fn set_buffer(&self, chunk: &[u8], at: u64) -> Result<()> {
+        self.set_buffer_via(chunk, at, None)
+    }
+
+    /// [`Device::set_buffer`], the chunk copied into `map` (the mapped data
+    /// area) if given, else written with `pwrite`.
+    pub fn set_buffer_via(
+        &self,
+        chunk: &[u8],
+        at: u64,
+        map: Option<&MigrationMapping>,
+    ) -> Result<()> {
         let idx = self.mig_index()?;
-        if !chunk.is_empty() {
+        if let (Some(m), false) = (map, chunk.is_empty()) {
+            m.write_data(at, chunk)?;
+        } else if !chunk.is_empty() {
             self.write_region(idx, at, chunk).map_err(|e| {
                 self.field_err(
                     e,
@@ -362,6 +404,17 @@ impl Device {
     /// Dirty query: writes `dirty_pfns.start_addr` and `.total`, reads
     /// `.copied`, then `data.offset` (where the bitmap is) and the bitmap.
     pub fn dirty_bitmap(&self, start: u64, total: u64) -> Result<DirtyBitmap> {
+        self.dirty_bitmap_via(start, total, None)
+    }
+
+    /// [`Device::dirty_bitmap`], the bitmap copied from `map` (the mapped
+    /// bitmap area) if given, else read with `pread`.
+    pub fn dirty_bitmap_via(
+        &self,
+        start: u64,
+        total: u64,
+        map: Option<&MigrationMapping>,
+    ) -> Result<DirtyBitmap> {
         let idx = self.mig_index()?;
         self.write_field(Field::DirtyStartAddr, start)?;
         self.write_field(Field::DirtyTotal, total)?;
@@ -377,13 +430,15 @@ impl Device {
         let offset = self.read_field(Field::DataOffset)?;
         let nwords = copied.div_ceil(64) as usize;
         let mut b = vec![0u8; nwords * 8];
-        if !b.is_empty() {
-            self.read_region(idx, offset, &mut b).map_err(|e| {
+        match map {
+            _ if b.is_empty() => {}
+            Some(m) => m.read_bitmap(offset, &mut b)?,
+            None => self.read_region(idx, offset, &mut b).map_err(|e| {
                 self.field_err(
                     e,
                     format!("read of the {}-byte bitmap at {offset:#x}", b.len()),
                 )
-            })?;
+            })?,
         }
         let words = b
             .chunks_exact(8)
@@ -447,6 +502,45 @@ mod tests {
             ..info
         };
         assert!(MigrationRegion::from_info(ro).is_err());
+    }
+
+    fn sparse_cap(areas: &[(u64, u64)]) -> crate::Capability {
+        let mut data = (areas.len() as u32).to_ne_bytes().to_vec();
+        data.extend_from_slice(&[0; 4]);
+        for (offset, size) in areas {
+            data.extend_from_slice(&offset.to_ne_bytes());
+            data.extend_from_slice(&size.to_ne_bytes());
+        }
+        crate::Capability {
+            id: vfio::VFIO_REGION_INFO_CAP_SPARSE_MMAP as u16,
+            version: 1,
+            offset: 48,
+            next: 0,
+            data,
+        }
+    }
+
+    #[test]
+    fn mmap_offered_only_with_flag_and_both_areas() {
+        let rw = vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_WRITE;
+        let both = [(0x1000, 0x10_0000), (0x10_1000, 0x1_0000)];
+        let info = |flags, areas: &[(u64, u64)]| RegionInfo {
+            index: 9,
+            argsz: 96,
+            flags: rw | flags,
+            cap_offset: 32,
+            size: crate::abi::migration::REGION_SIZE,
+            offset: 9 << 40,
+            caps: vec![sparse_cap(areas)],
+        };
+        let mmap = |flags, areas: &[(u64, u64)]| {
+            MigrationRegion::from_info(info(flags, areas)).unwrap().mmap
+        };
+        let flag = vfio::VFIO_REGION_INFO_FLAG_MMAP;
+        assert!(mmap(flag, &both));
+        assert!(!mmap(0, &both));
+        assert!(!mmap(flag, &both[..1]));
+        assert!(!mmap(flag, &[(0x1000, 0x1000), (0x10_1000, 0x1_0000)]));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::mig_mmap::{AreaAccess, MigrationMapping};
 use crate::migration::{state_name, DeviceState, DirtyBitmap, Pending};
 use crate::units::as_ms;
 
@@ -317,8 +318,29 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
 
 /// The steps on the migration region of the 2018 proposal: states written
 /// to `device_state`, chunks through the data area, dirty pages from the
-/// region's bitmap (Documentation/migration-abi.rst).
-pub struct MigrationRegionTransfer<'a>(pub &'a Device);
+/// region's bitmap (Documentation/migration-abi.rst). Chunks and bitmaps
+/// are copied from and to the mapped areas when the region offers them and
+/// the access allows, else read and written with `pread`/`pwrite`.
+pub struct MigrationRegionTransfer<'a> {
+    dev: &'a Device,
+    map: Option<&'a MigrationMapping>,
+}
+
+impl<'a> MigrationRegionTransfer<'a> {
+    /// The transfer of `dev`'s state, moving chunks as `access` says (the
+    /// areas are mapped here, once per device, if they are to be used).
+    pub fn new(dev: &'a Device, access: AreaAccess) -> Result<Self> {
+        Ok(MigrationRegionTransfer {
+            dev,
+            map: dev.mapping_for(access)?,
+        })
+    }
+
+    /// Chunks and bitmaps go through the mapped areas.
+    pub fn uses_mmap(&self) -> bool {
+        self.map.is_some()
+    }
+}
 
 /// States a save or a restore may start from.
 const AT_REST: [DeviceState; 4] = [
@@ -330,92 +352,92 @@ const AT_REST: [DeviceState; 4] = [
 
 impl StateTransfer for MigrationRegionTransfer<'_> {
     fn device(&self) -> &Device {
-        self.0
+        self.dev
     }
 
     fn prepare_save(&self) -> Result<()> {
-        match self.0.device_state()? {
-            DeviceState::None => self.0.set_state(DeviceState::Running),
+        match self.dev.device_state()? {
+            DeviceState::None => self.dev.set_state(DeviceState::Running),
             s if AT_REST.contains(&s) => Ok(()),
             s => Err(Error::Invalid(format!(
                 "save needs {} in NONE, RUNNING, MIGRATION_FAILED or MIGRATION_CANCELLED; it is \
                  in {s}",
-                self.0.uuid()
+                self.dev.uuid()
             ))),
         }
     }
 
     fn ensure_running(&self) -> Result<()> {
-        let s = self.0.device_state()?;
+        let s = self.dev.device_state()?;
         if s != DeviceState::Running {
             return Err(Error::Invalid(format!(
                 "the source {} is in {s}, not RUNNING",
-                self.0.uuid()
+                self.dev.uuid()
             )));
         }
         Ok(())
     }
 
     fn begin_save(&self, threshold: u64) -> Result<()> {
-        self.0.set_threshold(threshold)?;
-        self.0.set_state(DeviceState::Setup)
+        self.dev.set_threshold(threshold)?;
+        self.dev.set_state(DeviceState::Setup)
     }
 
     fn begin_precopy(&self) -> Result<()> {
-        self.0.set_state(DeviceState::PreCopy)
+        self.dev.set_state(DeviceState::PreCopy)
     }
 
     fn stop_and_copy(&self) -> Result<()> {
-        self.0.set_state(DeviceState::StopNCopy)
+        self.dev.set_state(DeviceState::StopNCopy)
     }
 
     fn pending(&self) -> Result<Pending> {
-        self.0.pending()
+        self.dev.pending()
     }
 
     fn read_chunk(&self, buf: &mut Vec<u8>) -> Result<usize> {
-        self.0.get_buffer(buf)
+        self.dev.get_buffer_via(buf, self.map)
     }
 
     fn dirty_bitmap(&self, start: u64, total: u64) -> Result<DirtyBitmap> {
-        self.0.dirty_bitmap(start, total)
+        self.dev.dirty_bitmap_via(start, total, self.map)
     }
 
     fn end_save(&self) -> Result<()> {
-        self.0.set_state(DeviceState::SaveCompleted)
+        self.dev.set_state(DeviceState::SaveCompleted)
     }
 
     fn prepare_restore(&self) -> Result<()> {
-        let s = self.0.device_state()?;
+        let s = self.dev.device_state()?;
         if !AT_REST.contains(&s) {
             return Err(Error::Invalid(format!(
                 "restore needs {} in NONE, RUNNING, MIGRATION_FAILED or MIGRATION_CANCELLED; it \
                  is in {s}",
-                self.0.uuid()
+                self.dev.uuid()
             )));
         }
         Ok(())
     }
 
     fn begin_restore(&self) -> Result<()> {
-        self.0.set_state(DeviceState::Resume)
+        self.dev.set_state(DeviceState::Resume)
     }
 
     fn max_chunk(&self) -> Result<u64> {
-        Ok(self.0.migration_region()?.data_len)
+        Ok(self.dev.migration_region()?.data_len)
     }
 
     fn write_chunk(&self, chunk: &[u8]) -> Result<()> {
-        let at = self.0.migration_region()?.data_offset;
-        self.0.set_buffer(chunk, at)
+        let at = self.dev.migration_region()?.data_offset;
+        self.dev.set_buffer_via(chunk, at, self.map)
     }
 
     fn end_restore(&self) -> Result<()> {
-        self.0.set_state(DeviceState::ResumeCompleted)
+        self.dev.set_state(DeviceState::ResumeCompleted)
     }
 
     fn resume(&self) -> Result<()> {
-        self.0.set_state(DeviceState::Running)
+        self.dev.set_state(DeviceState::Running)
     }
 
     fn abort(&self) {
@@ -428,13 +450,17 @@ impl StateTransfer for MigrationRegionTransfer<'_> {
             S::Resume,
             S::ResumeCompleted,
         ];
-        if self.0.device_state().is_ok_and(|s| migrating.contains(&s)) {
-            let _ = self.0.set_state(S::Failed);
+        if self
+            .dev
+            .device_state()
+            .is_ok_and(|s| migrating.contains(&s))
+        {
+            let _ = self.dev.set_state(S::Failed);
         }
     }
 
     fn state_words(&self) -> String {
-        match self.0.device_state_raw() {
+        match self.dev.device_state_raw() {
             Ok(v) => state_name(v),
             Err(e) => e.to_string(),
         }
@@ -442,9 +468,11 @@ impl StateTransfer for MigrationRegionTransfer<'_> {
 }
 
 impl Device {
-    /// [`save`] through the migration region.
+    /// [`save`] through the migration region (its mapped areas when it
+    /// offers them).
     pub fn save_to(&self, out: &mut dyn Write, opts: SaveOptions<'_>) -> Result<SaveReport> {
-        save(&MigrationRegionTransfer(self), out, opts)
+        let t = MigrationRegionTransfer::new(self, AreaAccess::MmapIfOffered)?;
+        save(&t, out, opts)
     }
 
     /// [`restore`] through the migration region, in chunks of `chunk_size`
@@ -454,14 +482,16 @@ impl Device {
         self.restore_with(input, &mut |_| chunk_size)
     }
 
-    /// [`Device::restore_from`] with a chunk size chosen per chunk:
+    /// [`Device::restore_from`] with a chunk size chosen per chunk (through
+    /// the mapped data area when the region offers it):
     /// `next_chunk(pos)` gets the stream position of the chunk.
     pub fn restore_with(
         &self,
         input: &mut dyn Read,
         next_chunk: &mut dyn FnMut(u64) -> usize,
     ) -> Result<RestoreReport> {
-        restore(&MigrationRegionTransfer(self), input, next_chunk)
+        let t = MigrationRegionTransfer::new(self, AreaAccess::MmapIfOffered)?;
+        restore(&t, input, next_chunk)
     }
 }
 

@@ -14,6 +14,7 @@ use super::Vm;
 use crate::abi::GUEST_PAGE_SIZE;
 use crate::error::{Error, Result};
 use crate::mem::GuestMemory;
+use crate::mig_mmap::AreaAccess;
 use crate::sample::DeviceSnapshot;
 use crate::transfer::{check_nothing_pending, MigrationRegionTransfer, StateTransfer};
 
@@ -61,8 +62,8 @@ pub fn migrate(
     opts: LiveOptions<'_>,
 ) -> Result<LiveReport> {
     let (src_t, dst_t) = (
-        MigrationRegionTransfer(&src.dev),
-        MigrationRegionTransfer(&dst.dev),
+        MigrationRegionTransfer::new(&src.dev, AreaAccess::MmapIfOffered)?,
+        MigrationRegionTransfer::new(&dst.dev, AreaAccess::MmapIfOffered)?,
     );
     migrate_with(src, &src_t, cpu, dst, &dst_t, opts)
 }

@@ -141,6 +141,8 @@ struct MigrationPart {
     data_len: u64,
     bitmap_offset: u64,
     bitmap_len: u64,
+    /// The data and bitmap areas are mmap-able (sparse-mmap capability).
+    mmap: bool,
     cap_offset: u32,
     argsz: u32,
     caps: Vec<CapPart>,
@@ -404,6 +406,7 @@ fn gather_migration(dev: &Device) -> Part<MigrationPart> {
         data_len: r.data_len,
         bitmap_offset: r.bitmap_offset,
         bitmap_len: r.bitmap_len,
+        mmap: r.mmap,
         cap_offset: i.cap_offset,
         argsz: i.argsz,
         caps: i.caps.iter().map(CapPart::of).collect(),
@@ -540,6 +543,10 @@ fn print_migration(m: &MigrationPart) {
         m.bitmap_len
     );
     println!(
+        "  data and bitmap areas mmap-able: {}",
+        if m.mmap { "yes" } else { "no" }
+    );
+    println!(
         "  cap chain: cap_offset {:#x}, argsz {}",
         m.cap_offset, m.argsz
     );
@@ -549,7 +556,16 @@ fn print_migration(m: &MigrationPart) {
                 "VFIO_REGION_INFO_CAP_TYPE type {:#x} subtype {}",
                 t.ty, t.subtype
             ),
-            None => format!("{} bytes", c.data_len),
+            None => match &c.sparse_areas {
+                Some(areas) => {
+                    let list: Vec<String> = areas
+                        .iter()
+                        .map(|a| format!("{:#x}+{:#x}", a.offset, a.size))
+                        .collect();
+                    format!("VFIO_REGION_INFO_CAP_SPARSE_MMAP {}", list.join(", "))
+                }
+                None => format!("{} bytes", c.data_len),
+            },
         };
         println!(
             "    id {} version {} at {:#x}, next {:#x}: {what}",

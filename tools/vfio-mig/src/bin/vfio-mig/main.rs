@@ -20,7 +20,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use vfio_mig::sysfs::{self, Parent, TypeAttrs, DEFAULT_PARENT};
 use vfio_mig::v2::V2Transfer;
-use vfio_mig::{Device, MigrationRegionTransfer, OpenPath, StateTransfer};
+use vfio_mig::{AreaAccess, Device, MigrationRegionTransfer, OpenPath, StateTransfer};
 
 const AFTER_HELP: &str = "\
 --fd N uses the VFIO device fd N inherited from the parent process (which keeps
@@ -120,23 +120,34 @@ struct OpenArgs {
     fd: Option<RawFd>,
 }
 
-/// `--v2`: which interface moves the device state.
+/// `--v2`, `--no-mmap`: which interface moves the device state, and how.
 #[derive(Debug, Args)]
 struct Interface {
     /// Move the state through the upstream v2 interface (data file, DMA
     /// logging) instead of the 2018 migration region
     #[arg(long)]
     v2: bool,
+    /// Read and write the migration region's data and bitmap areas with
+    /// pread/pwrite even when they are mmap-able
+    #[arg(long, conflicts_with = "v2")]
+    no_mmap: bool,
 }
 
 /// How a device's state moves: through its migration region (the 2018
-/// interface), or through v2.
-fn transfer_of<'a>(dev: &'a Device, interface: &Interface) -> Box<dyn StateTransfer + 'a> {
+/// interface; its mapped areas unless `--no-mmap`), or through v2.
+fn transfer_of<'a>(
+    dev: &'a Device,
+    interface: &Interface,
+) -> vfio_mig::Result<Box<dyn StateTransfer + 'a>> {
     if interface.v2 {
-        Box::new(V2Transfer::new(dev))
-    } else {
-        Box::new(MigrationRegionTransfer(dev))
+        return Ok(Box::new(V2Transfer::new(dev)));
     }
+    let access = if interface.no_mmap {
+        AreaAccess::ReadWrite
+    } else {
+        AreaAccess::MmapIfOffered
+    };
+    Ok(Box::new(MigrationRegionTransfer::new(dev, access)?))
 }
 
 /// The open path `--iommufd` asks for.

@@ -238,6 +238,9 @@ fn print_plan(a: &MigrateArgs, src: &str, dst: &str, type_name: &str, ram_bytes:
 /// Starts the workload, lets it run, migrates; progress rows go to stderr
 /// as iterations end (with `--quiet` only if the migration fails).
 fn migrate(a: &MigrateArgs, src: &Vm, dst: &Vm) -> Result<LiveReport> {
+    // Before the workload starts: mapping the areas may fail.
+    let src_t = transfer_of(&src.dev, &a.interface).context("set up the source's transfer")?;
+    let dst_t = transfer_of(&dst.dev, &a.interface).context("set up the destination's transfer")?;
     a.workload()
         .prepare_source(src)
         .context("setting up the source")?;
@@ -267,10 +270,6 @@ fn migrate(a: &MigrateArgs, src: &Vm, dst: &Vm) -> Result<LiveReport> {
         settle: Duration::from_millis(a.settle),
         progress: Some(&mut progress),
     };
-    let (src_t, dst_t) = (
-        transfer_of(&src.dev, &a.interface),
-        transfer_of(&dst.dev, &a.interface),
-    );
     let result = live::migrate_with(src, src_t.as_ref(), cpu.as_mut(), dst, dst_t.as_ref(), opts);
     // Whatever happened, the vCPU thread is stopped before the devices go.
     drop(cpu);

@@ -108,7 +108,7 @@ struct SaveSummary<'a> {
 
 pub fn save(a: &SaveArgs) -> Result<()> {
     let dev = a.open.open(&a.uuid)?;
-    let t = transfer_of(&dev, &a.interface);
+    let t = transfer_of(&dev, &a.interface)?;
     let out = &a.out;
     let file = File::create(out).map_err(|e| Error::path("create", out, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
@@ -184,7 +184,7 @@ pub fn restore(a: &RestoreArgs) -> Result<()> {
     let input = &a.input;
     let file = File::open(input).map_err(|e| Error::path("open", input, e))?;
     let dev = a.open.open(&a.uuid)?;
-    let t = transfer_of(&dev, &a.interface);
+    let t = transfer_of(&dev, &a.interface)?;
     let data_len = t
         .max_chunk()
         .with_context(|| format!("find the migration region of {}", a.uuid))?;
