@@ -124,8 +124,10 @@ pub fn region_expect(index: u32, ty: &TypeSpec) -> (u64, u32) {
     }
 }
 
-/// Flags of the migration region when it is present.
-pub const MIGRATION_FLAGS: u32 = RW | vfio::VFIO_REGION_INFO_FLAG_CAPS;
+/// Flags of the migration region when it is present (its data and bitmap
+/// areas are mmap-able).
+pub const MIGRATION_FLAGS: u32 =
+    RW | vfio::VFIO_REGION_INFO_FLAG_CAPS | vfio::VFIO_REGION_INFO_FLAG_MMAP;
 /// Its `VFIO_REGION_INFO_CAP_TYPE` type and subtype (the 2018 proposal's).
 pub const MIGRATION_TYPE: (u32, u32) = (1 << 30, 1);
 
@@ -241,13 +243,21 @@ pub mod mig {
     pub const BITMAP_LEN: u64 = 0x1_0000;
     /// Most pages one dirty query covers (`BITMAP_LEN * 8`).
     pub const BITMAP_PAGES: u64 = 0x8_0000;
-    /// GET_REGION_INFO: argsz the chain needs (struct + one CAP_TYPE) and
-    /// where the capability sits.
-    pub const CAP_ARGSZ: u32 = 48;
+    /// GET_REGION_INFO: argsz the chain needs (struct, CAP_TYPE, then
+    /// SPARSE_MMAP with two areas) and where the first capability sits.
+    pub const CAP_ARGSZ: u32 = 32 + 16 + 48;
     pub const CAP_OFFSET: u32 = 32;
     /// `VFIO_REGION_INFO_CAP_TYPE` id and version.
     pub const CAP_TYPE_ID: u16 = 2;
     pub const CAP_TYPE_VERSION: u16 = 1;
+    /// `VFIO_REGION_INFO_CAP_SPARSE_MMAP` id and version, and where it
+    /// sits (after CAP_TYPE).
+    pub const SPARSE_CAP_ID: u16 = 1;
+    pub const SPARSE_CAP_VERSION: u16 = 1;
+    pub const SPARSE_CAP_OFFSET: u32 = CAP_OFFSET + 16;
+    /// The mmap-able areas, as the sparse-mmap capability lists them:
+    /// exactly the data area and the bitmap area.
+    pub const MMAP_AREAS: [(u64, u64); 2] = [(DATA_OFF, DATA_LEN), (BITMAP_OFF, BITMAP_LEN)];
 
     /// Stream layout: header, page record, register record (`8 + R`), end
     /// record.

@@ -30,6 +30,7 @@ mod t_hardening;
 mod t_irq;
 mod t_migration;
 mod t_misc;
+mod t_mmap;
 mod t_mtty;
 mod t_sysfs;
 mod t_v2;
@@ -128,6 +129,12 @@ const TESTS: &[Test] = tests![
     t_migration::migration_concurrent,
     t_migration::migration_dirty_query,
     t_migration::migration_cli,
+    t_mmap::mmap_get_buffer,
+    t_mmap::mmap_restore,
+    t_mmap::mmap_refused,
+    t_mmap::mmap_zeroed,
+    t_mmap::mmap_dirty_bitmap,
+    t_mmap::mmap_cli,
     t_v2::v2_discovery,
     t_v2::v2_roundtrip,
     t_v2::v2_region_interop,

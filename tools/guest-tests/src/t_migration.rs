@@ -45,7 +45,7 @@ pub(crate) fn open(env: &Env, spec: &'static TypeSpec, path: OpenPath) -> Result
     Ok(fx)
 }
 
-fn expect_state(dev: &Device, want: DeviceState, what: &str) -> TResult {
+pub(crate) fn expect_state(dev: &Device, want: DeviceState, what: &str) -> TResult {
     let got = dev
         .device_state_raw()
         .ctx(&format!("{what}: read device_state"))?;
@@ -362,17 +362,38 @@ pub fn migration_region_discovery(env: &Env) -> TResult {
                 "{what}: argsz {argsz}: cap_offset"
             );
             ensure_hex!(r.size, mig::SIZE, "{what}: argsz {argsz}: size");
-            ensure_eq!(r.caps.len(), 1, "{what}: argsz {argsz}: capabilities");
+            ensure_eq!(r.caps.len(), 2, "{what}: argsz {argsz}: capabilities");
             let c = &r.caps[0];
             ensure_eq!(
                 (c.id, c.version, c.offset, c.next),
-                (mig::CAP_TYPE_ID, mig::CAP_TYPE_VERSION, mig::CAP_OFFSET, 0),
+                (
+                    mig::CAP_TYPE_ID,
+                    mig::CAP_TYPE_VERSION,
+                    mig::CAP_OFFSET,
+                    mig::SPARSE_CAP_OFFSET
+                ),
                 "{what}: argsz {argsz}: CAP_TYPE (id, version, offset, next)"
             );
             ensure_eq!(
                 c.region_type(),
                 Some(MIGRATION_TYPE),
                 "{what}: argsz {argsz}: (type, subtype)"
+            );
+            let c = &r.caps[1];
+            ensure_eq!(
+                (c.id, c.version, c.offset, c.next),
+                (
+                    mig::SPARSE_CAP_ID,
+                    mig::SPARSE_CAP_VERSION,
+                    mig::SPARSE_CAP_OFFSET,
+                    0
+                ),
+                "{what}: argsz {argsz}: SPARSE_MMAP (id, version, offset, next)"
+            );
+            ensure_eq!(
+                c.sparse_areas(),
+                Some(mig::MMAP_AREAS.to_vec()),
+                "{what}: argsz {argsz}: sparse-mmap areas"
             );
         }
         for index in [region::MIGRATION + 1, region::MIGRATION + 2, u32::MAX] {
@@ -1800,7 +1821,7 @@ fn cli() -> Result<std::path::PathBuf, String> {
 }
 
 /// Runs `vfio-mig ARGS`, with `dev`'s fd passed as `--fd N` if given.
-fn run_cli(args: &[&str], dev: Option<&Device>) -> Result<std::process::Output, String> {
+pub(crate) fn run_cli(args: &[&str], dev: Option<&Device>) -> Result<std::process::Output, String> {
     let mut cmd = std::process::Command::new(cli()?);
     cmd.args(args);
     // A dup has no FD_CLOEXEC: the child inherits it.
@@ -1821,7 +1842,7 @@ fn run_cli(args: &[&str], dev: Option<&Device>) -> Result<std::process::Output, 
     Ok(out)
 }
 
-fn cli_ok(out: &std::process::Output, what: &str) -> Result<String, String> {
+pub(crate) fn cli_ok(out: &std::process::Output, what: &str) -> Result<String, String> {
     let so = String::from_utf8_lossy(&out.stdout).to_string();
     ensure!(
         out.status.success(),

@@ -94,7 +94,11 @@ fn check_regions(dev: &Device, spec: &TypeSpec) -> TResult {
         "region 9 offset"
     );
     if r.size > 0 {
-        ensure_hex!(r.flags, MIGRATION_FLAGS, "region 9 flags (READ|WRITE|CAPS)");
+        ensure_hex!(
+            r.flags,
+            MIGRATION_FLAGS,
+            "region 9 flags (READ|WRITE|MMAP|CAPS)"
+        );
         ensure_eq!(
             r.region_type(),
             Some(MIGRATION_TYPE),
