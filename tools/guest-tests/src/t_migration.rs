@@ -66,7 +66,7 @@ pub(crate) fn go(dev: &Device, path: &[DeviceState]) -> TResult {
 
 /// Reaches `s` from NONE by a valid path. RESUME and RESUME_COMPLETED get
 /// all of `stream` (a complete stream for this device's type).
-fn reach(dev: &Device, s: DeviceState, stream: &[u8]) -> TResult {
+pub(crate) fn reach(dev: &Device, s: DeviceState, stream: &[u8]) -> TResult {
     use DeviceState::*;
     match s {
         None => {}

@@ -12,7 +12,9 @@ use vfio_mig::{AreaAccess, Device, DeviceState, OpenPath, SaveOptions};
 
 use crate::device::{mig, region, region_offset, SMALL};
 use crate::dmautil::{path_name, run_ok, Cmd, Ram, PAGE};
-use crate::t_migration::{cli_ok, expect_state, fill, go, layout, open, run_cli, same, snap};
+use crate::t_migration::{
+    cli_ok, expect_state, fill, go, layout, open, reach, run_cli, same, snap,
+};
 use crate::util::{Ctx, Env, TResult};
 use crate::{ensure, ensure_eq, ensure_hex};
 
@@ -120,14 +122,7 @@ pub fn mmap_get_buffer(env: &Env) -> TResult {
             "{p}: the fresh data area is not zero"
         );
         dev.set_threshold(40 << 10).ctx("threshold")?;
-        go(
-            dev,
-            &[
-                DeviceState::Running,
-                DeviceState::Setup,
-                DeviceState::PreCopy,
-            ],
-        )?;
+        reach(dev, DeviceState::PreCopy, &[])?;
         let mut chunks = 0;
         loop {
             let n = dev.read_field(Field::DataSize).ctx("get buffer")? as usize;
@@ -311,14 +306,7 @@ pub fn mmap_zeroed(env: &Env) -> TResult {
     /// (pwrite), and checks that the mappings see both.
     fn dirty_areas(dev: &Device, data: &Map, bitmap: &Map, what: &str) -> TResult {
         fill(dev, &SMALL, 0x43)?;
-        go(
-            dev,
-            &[
-                DeviceState::Running,
-                DeviceState::Setup,
-                DeviceState::PreCopy,
-            ],
-        )?;
+        reach(dev, DeviceState::PreCopy, &[])?;
         let n = dev.read_field(Field::DataSize).ctx("get buffer")? as usize;
         ensure!(n > 0, "{what}: get buffer staged nothing");
         ensure!(
