@@ -5,7 +5,8 @@
 # benchmark kernel (the test kernel's source and fragment without KASAN,
 # lockdep, kmemleak and the other debug options) and runs
 # qemu-tests/guest-bench.sh, which prints the tables of vfio-mig-bench
-# (absolute numbers and ratios, measured in one boot). BENCH_KERNEL=test
+# (absolute numbers and ratios, measured in one boot) and ends with its
+# `bench: NAME VALUE` lines. BENCH_KERNEL=test
 # runs them on the test kernel instead. Exits non-zero if a step fails or
 # the benchmark reports an error, never because of a timing.
 #

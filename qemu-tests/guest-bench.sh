@@ -2,11 +2,14 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Runs inside the test guest (as root, host filesystem visible read-only):
-# loads mdev, the C sample mtty (the baseline of the BAR read benchmark) and
-# the module, runs the benchmarks, unloads. The tables are the benchmark
-# binary's output; this script adds its checks' lines and `# ...` progress
-# lines, and the kernel log's reports, if any. Exits non-zero if a step or
-# the binary failed (the timings themselves are never judged).
+# loads mdev, the C sample mtty (the baseline of the BAR read benchmark and
+# of stock QEMU's downtime) and the module, runs the benchmarks, unloads.
+# The tables and the closing `bench: NAME VALUE` lines are the benchmark
+# binary's output (the boot's `# boot: N s to first test`, from
+# guest-lib.sh, goes to it as boot_to_suite_s); this script adds its
+# checks' lines and `# ...` progress lines, and the kernel log's reports,
+# if any. Exits non-zero if a step or the binary failed (the timings
+# themselves are never judged).
 #
 # usage: guest-bench.sh REPO [vfio-mig-bench arguments...]
 set -uo pipefail
@@ -23,6 +26,7 @@ start=$(date +%s)
 # vng-run.sh always boots with --disable-kvm: say so in the environment table.
 : "${VFIO_MIG_BENCH_ACCEL:=TCG (qemu-tests/vng-run.sh --disable-kvm)}"
 export VFIO_MIG_BENCH_ACCEL
+if [ -n "$boot_s" ]; then export VFIO_MIG_BENCH_BOOT_S=$boot_s; fi
 "$bin/vfio-mig-bench" "$@"
 brc=$?
 echo "# vfio-mig-bench exited $brc after $(($(date +%s) - start))s"

@@ -105,12 +105,15 @@ check_dmesg() {
 
 # How long the boot took, from the host's start of it (vng-run.sh passes
 # its clock in VFIO_MIG_BOOT_START; the guest's clock is set from the host's
-# at boot) and from the kernel's start, as a line for the run's log.
+# at boot) and from the kernel's start, as a line for the run's log; the
+# seconds from the host's start are left in boot_s (empty if unknown).
+boot_s=
 boot_report() {
 	local up
 	up=$(cut -d' ' -f1 /proc/uptime)
 	if [ -n "${VFIO_MIG_BOOT_START:-}" ]; then
-		echo "# boot: $(($(date +%s) - VFIO_MIG_BOOT_START)) s to first test (kernel up ${up%.*} s)"
+		boot_s=$(($(date +%s) - VFIO_MIG_BOOT_START))
+		echo "# boot: $boot_s s to first test (kernel up ${up%.*} s)"
 	else
 		echo "# boot: kernel up ${up%.*} s at first test"
 	fi

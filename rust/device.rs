@@ -413,7 +413,7 @@ impl vfio::DeviceOps for SampleDevice {
     /// sleeping between writer rounds with the lock released.
     fn work(&self, dev: &vfio::Device) {
         let mut state = self.lock();
-        while let Some(ms) = state.engine_round(dev) {
+        while let Some(ms) = state.engine_round(dev, &self.pins) {
             let _ = self
                 .engine_wake
                 .wait_interruptible_timeout(&mut state, msecs_to_jiffies(ms as u32));

@@ -3,15 +3,26 @@
 //! Guest pages pinned through `vfio_pin_pages()`, and the module-wide count
 //! of them in debugfs (`vfio_mig_sample/pinned_pages`), so that tests can
 //! prove every pin is released.
+//!
+//! Debugfs also holds one fault-injection knob for the race tests:
+//! `unpin_delay_ms` makes every unpin sleep that long first, and
+//! `unpins_delayed` counts the unpins that did. A test sets the delay, starts
+//! a release, waits for the count to move (the release is then between
+//! leaving the pins lock and unpinning: the window an unmap must not slip
+//! through) and unmaps. 0, the default, is no delay.
 
 use crate::sys;
 use core::ptr::{null_mut, NonNull};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::c_str;
 use kernel::error::from_err_ptr;
 
 /// Pages pinned by every device of the module.
 static PINNED: AtomicU64 = AtomicU64::new(0);
+/// Milliseconds every unpin sleeps before unpinning (debugfs, tests only).
+static UNPIN_DELAY_MS: AtomicU32 = AtomicU32::new(0);
+/// Unpins that slept for [`UNPIN_DELAY_MS`].
+static UNPINS_DELAYED: AtomicU32 = AtomicU32::new(0);
 
 /// Guest pages a VFIO device holds pinned; unpinned on drop.
 ///
@@ -57,6 +68,14 @@ impl PinnedPages {
 
 impl Drop for PinnedPages {
     fn drop(&mut self) {
+        let delay = UNPIN_DELAY_MS.load(Ordering::Relaxed);
+        if delay > 0 {
+            UNPINS_DELAYED.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: `msleep` may be called from any context that may
+            // sleep, and this one may: `vfio_unpin_pages` below takes
+            // mutexes.
+            unsafe { kernel::bindings::msleep(delay) };
+        }
         // SAFETY: By the type invariant the pages are pinned through an
         // open `vdev`; `npages` came from a successful pin, so it fits.
         unsafe { sys::vfio_unpin_pages(self.vdev.as_ptr(), self.iova, self.npages as i32) };
@@ -80,9 +99,9 @@ unsafe impl Send for Debugfs {}
 unsafe impl Sync for Debugfs {}
 
 impl Debugfs {
-    /// Creates `vfio_mig_sample/pinned_pages`. Without debugfs the module
-    /// works the same, only the count is not visible: failure is not an
-    /// error, as for every debugfs user.
+    /// Creates `vfio_mig_sample/` with `pinned_pages` and the knob's two
+    /// files. Without debugfs the module works the same, only the count is
+    /// not visible: failure is not an error, as for every debugfs user.
     pub(crate) fn new() -> Self {
         let name = c_str!("vfio_mig_sample");
         // SAFETY: A static name, no parent (the debugfs root).
@@ -100,6 +119,24 @@ impl Debugfs {
                     PINNED.as_ptr(),
                 )
             };
+            // SAFETY: As for `pinned_pages`: `dir` is ours, the statics
+            // outlive it, and debugfs reads and writes them as plain `u32`s,
+            // which is what an `AtomicU32` is in memory (the knob's value
+            // needs no ordering with anything).
+            unsafe {
+                sys::debugfs_create_u32(
+                    c_str!("unpin_delay_ms").as_char_ptr(),
+                    0o600,
+                    dir,
+                    UNPIN_DELAY_MS.as_ptr(),
+                );
+                sys::debugfs_create_u32(
+                    c_str!("unpins_delayed").as_char_ptr(),
+                    0o444,
+                    dir,
+                    UNPINS_DELAYED.as_ptr(),
+                );
+            }
         }
         // INVARIANT: `dir` is null or ours.
         Debugfs { dir }

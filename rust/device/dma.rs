@@ -308,7 +308,7 @@ impl State {
     /// One round of the engine: runs a ready command, then the writer's
     /// due pages. Returns how long to sleep before the next round, or
     /// `None` when there is nothing left to do.
-    pub(super) fn engine_round(&mut self, dev: &Device) -> Option<u64> {
+    pub(super) fn engine_round(&mut self, dev: &Device, pins: &GuestPins) -> Option<u64> {
         if !self.mig.running() {
             self.engine.writer_clock = None;
             return None;
@@ -320,7 +320,7 @@ impl State {
             self.engine.writer_clock = None;
             return None;
         }
-        self.writer_round(dev)
+        self.writer_round(dev, pins)
     }
 
     fn run_command(&mut self, dev: &Device) {
@@ -383,7 +383,12 @@ impl State {
 
     /// Stamps the pages the writer owes by now; returns the sleep until
     /// its next page, or `None` if it stopped on an error.
-    fn writer_round(&mut self, dev: &Device) -> Option<u64> {
+    ///
+    /// A write that fails because its range was unmapped during the round
+    /// (the backend removes the range once `dma_unmap` has returned) ends
+    /// the writer with `ECANCELED`, as an unmap seen between rounds does,
+    /// not with the backend's errno: the unmap is applied first.
+    fn writer_round(&mut self, dev: &Device, pins: &GuestPins) -> Option<u64> {
         let now = Ktime::ktime_get().to_ns();
         let (start, mut done) = *self.engine.writer_clock.get_or_insert((now, 0));
         let elapsed = u64::try_from(now - start).unwrap_or(0);
@@ -392,9 +397,12 @@ impl State {
         for _ in 0..due {
             let (iova, stamp) = self.regs.dma.writer_next();
             if let Err(e) = dev.dma_write(iova, &stamp) {
-                self.regs.dma.stop_writer(errno_of(e));
+                self.apply_unmaps(pins);
+                if self.regs.dma.writer_on() {
+                    self.regs.dma.stop_writer(errno_of(e));
+                    self.raise(IRQ_DMA_ERROR);
+                }
                 self.engine.writer_clock = None;
-                self.raise(IRQ_DMA_ERROR);
                 return None;
             }
             self.regs.dma.writer_advance();

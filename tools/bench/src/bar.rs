@@ -25,7 +25,7 @@ use vfio_mig::sample::Regs;
 use vfio_mig::{Device, OpenPath, Parent};
 
 use crate::stats::{self, num, ratio, Table};
-use crate::{BResult, Opts, Report};
+use crate::{BResult, Figure, Opts, Report};
 
 enum Target<'a> {
     Dev(&'a Device, u64),
@@ -184,6 +184,10 @@ pub fn run(opts: &Opts) -> BResult<Report> {
     drop(mm);
     Ok(Report {
         tables: vec![t],
+        figures: vec![(
+            "bar0_read_vs_mtty",
+            Figure::or_na(med[0] / med[1], "no timing"),
+        )],
         errors: Vec::new(),
     })
 }

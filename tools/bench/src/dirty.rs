@@ -13,14 +13,18 @@
 //! round robin, one repetition of each at a time, so that drift hits them
 //! alike.
 //!
-//! Two tables:
+//! Three tables:
 //!
 //! * 1a, against N: 4 GiB, N = 0, 10, 100, 1000 pages scattered over the
 //!   range, one one-page `FILL` each (nearly every page in a 2 MiB block of
 //!   its own: the worst case for the module's chunked log);
 //! * 1b, against the range: 64 MiB, 1 GiB, 4 GiB, each with N = 0 and with
 //!   the same 1000 pages (125 runs of 8, scattered over the first 64 MiB),
-//!   so that only the range changes.
+//!   so that only the range changes;
+//! * 1c, against the spread of 1000 pages over 4 GiB: clustered (the 1b
+//!   set), scattered (the 1a set, one per stride of about 4 MiB) and random
+//!   (1000 distinct pages drawn with a fixed seed), with the bitmap readout
+//!   against the query.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +33,7 @@ use vfio_mig::{DeviceState, GuestMemory};
 
 use crate::dma;
 use crate::stats::{self, bytes_label, num, ratio, Table};
-use crate::{BResult, Opts, Report};
+use crate::{BResult, Figure, Opts, Report};
 use vfio_mig::abi::GUEST_PAGE_SIZE;
 
 /// IOVA of the 4 GiB mapping (above 4 GiB, so the high halves of the
@@ -48,6 +52,21 @@ enum Group {
     Scattered,
     /// Range size varies; N = 0 or the same clustered 1000 pages.
     Range,
+    /// 4 GiB, 1000 one-page FILLs at random pages.
+    Random,
+}
+
+/// Seed of the random spread (fixed: every run dirties the same pages).
+const RANDOM_SEED: u64 = 0x5eed;
+
+/// `n` distinct pages of `0..range_pages` drawn at random, sorted.
+fn random_pages(range_pages: u64, n: u64, seed: u64) -> Vec<u64> {
+    let mut rng = dma::Lcg::new(seed);
+    let mut set = std::collections::BTreeSet::new();
+    while (set.len() as u64) < n.min(range_pages) {
+        set.insert(rng.next_u64() % range_pages);
+    }
+    set.into_iter().collect()
 }
 
 struct Case {
@@ -128,6 +147,11 @@ pub fn run(opts: &Opts) -> BResult<Report> {
     for range in [64u64 << 20, 1 << 30, 4 << 30] {
         cases.push(Case::new(Group::Range, range, cluster.clone()));
     }
+    cases.push(Case::new(
+        Group::Random,
+        MAP_LEN,
+        one_page(random_pages(MAP_LEN / GUEST_PAGE_SIZE, 1000, RANDOM_SEED)),
+    ));
 
     let mut buf = Vec::new();
     // Whatever is in the log now (nothing, logging just started) goes.
@@ -253,6 +277,64 @@ pub fn run(opts: &Opts) -> BResult<Report> {
         fill_time.as_secs_f64(),
         num(fill_time.as_secs_f64() * 1e6 / fills.max(1) as f64)
     ));
+    let mut tc = Table::new(
+        "1c. dirty query against the spread: 4 GiB range, 1000 dirty pages",
+        &headers,
+    );
+    let spread = |g: Group| {
+        cases
+            .iter()
+            .find(|c| c.group == g && c.range == MAP_LEN && c.n() == 1000)
+    };
+    let empty = cases
+        .iter()
+        .find(|c| c.range == MAP_LEN && c.n() == 0)
+        .ok_or("no empty 4 GiB case")?;
+    tc.row(row(empty, "-".into()));
+    for g in [Group::Range, Group::Scattered, Group::Random] {
+        if let Some(c) = spread(g) {
+            tc.row(row(c, "-".into()));
+        }
+    }
+    tc.note(
+        "rows: empty; clustered (125 runs of 8 in the first 64 MiB); scattered (one page in \
+         each 4 MiB stride); random (1000 distinct pages, fixed seed); target: each at most \
+         2x the empty query",
+    );
+    let readout_vs_query =
+        (empty.median_us() + stats::median_us(&empty.readout)) / empty.median_us();
+    tc.note(format!(
+        "the empty 4 GiB query with its bitmap readout costs {} the query alone (target: \
+         1.5x at most)",
+        if readout_vs_query.is_finite() {
+            format!("{readout_vs_query:.2}x")
+        } else {
+            "-".into()
+        }
+    ));
+    let vs_empty = |g: Group| {
+        Figure::or_na(
+            spread(g).map_or(f64::NAN, Case::median_us) / empty.median_us(),
+            "no timing",
+        )
+    };
+    let figures = vec![
+        ("dirty_1000_clustered_vs_empty", vs_empty(Group::Range)),
+        ("dirty_1000_scattered_vs_empty", vs_empty(Group::Scattered)),
+        ("dirty_1000_random_vs_empty", vs_empty(Group::Random)),
+        (
+            "dirty_empty_4g_vs_64m",
+            Figure::or_na(
+                empty.median_us() / find(Group::Range, 64 << 20, 0),
+                "no timing",
+            ),
+        ),
+        (
+            "dirty_readout_4g_vs_query",
+            Figure::or_na(readout_vs_query, "no timing"),
+        ),
+    ];
+
     let mut errors = Vec::new();
     if leftovers != 0 {
         errors.push(format!(
@@ -263,17 +345,23 @@ pub fn run(opts: &Opts) -> BResult<Report> {
     for c in &cases {
         for w in &c.wrong {
             errors.push(format!(
-                "{} with N={}: the query did not report exactly the dirtied pages: {w}",
+                "{} with N={}{}: the query did not report exactly the dirtied pages: {w}",
                 bytes_label(c.range),
-                c.n()
+                c.n(),
+                if c.group == Group::Random {
+                    " (random)"
+                } else {
+                    ""
+                }
             ));
         }
     }
     for e in &errors {
-        tb.note(format!("ERROR: {e}"));
+        tc.note(format!("ERROR: {e}"));
     }
     Ok(Report {
-        tables: vec![ta, tb],
+        tables: vec![ta, tb, tc],
+        figures,
         errors,
     })
 }
@@ -306,4 +394,25 @@ fn describe_mismatch(want: &[u64], got: &[u64]) -> String {
         extra.len(),
         &extra[..extra.len().min(5)]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_pages_distinct_sorted_fixed() {
+        let p = random_pages(1 << 20, 1000, 3);
+        assert_eq!(p.len(), 1000);
+        assert!(p.windows(2).all(|w| w[0] < w[1]));
+        assert!(p.iter().all(|&x| x < 1 << 20));
+        assert_eq!(p, random_pages(1 << 20, 1000, 3));
+        assert_eq!(random_pages(10, 20, 1), (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn blocks_count_2mib_blocks() {
+        assert_eq!(blocks(&[0, 1, 511, 512, 2000]), 3);
+        assert_eq!(blocks(&[]), 0);
+    }
 }

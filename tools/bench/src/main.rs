@@ -12,16 +12,23 @@
 //!    against a memcpy of the same bytes;
 //! 3. `bar`: a BAR0 register read against the same read on the C sample
 //!    mtty;
-//! 4. `downtime`: stop-and-copy downtime against the final dirty set.
+//! 4. `downtime`: stop-and-copy downtime against the final dirty set, the
+//!    device's share apart from the RAM copy;
+//! 5. `qemu`: the downtime stock QEMU reports for a VM owning this device
+//!    and for one owning mtty (`vfio-mig-qemu`).
 //!
-//! The timings are reported, never judged: the exit code is non-zero only
-//! when something fails (an error, or the device reporting something wrong,
-//! such as a dirty log that differs from what the DMA wrote).
+//! After the tables comes one `bench: NAME VALUE` line per figure of
+//! [`FIGURES`] (`n/a`, with the reason on a `# ` line before, for a figure
+//! that could not be measured). The timings are reported, never judged:
+//! the exit code is non-zero only when something fails (an error, or the
+//! device reporting something wrong, such as a dirty log that differs from
+//! what the DMA wrote).
 
 mod bar;
 mod dirty;
 mod dma;
 mod downtime;
+mod qemu;
 mod save;
 mod stats;
 
@@ -35,11 +42,98 @@ use stats::Table;
 /// A benchmark's own failure, in words.
 pub type BResult<T> = Result<T, String>;
 
-/// What a benchmark produced: its tables, and what went wrong while the
-/// numbers could still be printed (a wrong dirty log, a differing restore).
+/// One machine-readable figure: a value, or why it could not be measured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Figure {
+    Value(f64),
+    Na(String),
+}
+
+impl Figure {
+    /// A value, or `n/a` with `why` when it is not a finite number (a
+    /// median of nothing, a ratio against 0).
+    pub fn or_na(v: f64, why: &str) -> Figure {
+        if v.is_finite() {
+            Figure::Value(v)
+        } else {
+            Figure::Na(why.into())
+        }
+    }
+}
+
+/// The figures `make bench` ends with, in order, and the benchmark that
+/// measures each (`None`: given by the guest script, see [`boot_figure`]).
+/// Ratios of times are "this / baseline" (lower is better), ratios named
+/// after a copy are throughput against memcpy's (higher is better).
+pub const FIGURES: [(&str, Option<&str>); 15] = [
+    ("save_vs_memcpy", Some("save")),
+    ("restore_vs_memcpy", Some("save")),
+    ("mmap_save_vs_memcpy", Some("save")),
+    ("v2_read_vs_memcpy", Some("save")),
+    ("dirty_1000_clustered_vs_empty", Some("dirty")),
+    ("dirty_1000_scattered_vs_empty", Some("dirty")),
+    ("dirty_1000_random_vs_empty", Some("dirty")),
+    ("dirty_empty_4g_vs_64m", Some("dirty")),
+    ("bar0_read_vs_mtty", Some("bar")),
+    ("device_downtime_ms_512", Some("downtime")),
+    ("ram_copy_vs_memcpy", Some("downtime")),
+    ("dirty_readout_4g_vs_query", Some("dirty")),
+    ("boot_to_suite_s", None),
+    ("qemu_downtime_ms_sample", Some("qemu")),
+    ("qemu_downtime_ms_mtty", Some("qemu")),
+];
+
+/// What a benchmark produced: its tables, its figures of [`FIGURES`], and
+/// what went wrong while the numbers could still be printed (a wrong dirty
+/// log, a differing restore).
 pub struct Report {
     pub tables: Vec<Table>,
+    pub figures: Vec<(&'static str, Figure)>,
     pub errors: Vec<String>,
+}
+
+/// `boot_to_suite_s`: the guest script's seconds from the host's start of
+/// the boot to the first test (qemu-tests/guest-lib.sh), passed in
+/// `VFIO_MIG_BENCH_BOOT_S`.
+fn boot_figure() -> Figure {
+    match std::env::var("VFIO_MIG_BENCH_BOOT_S") {
+        Ok(v) => match v.parse::<f64>() {
+            Ok(s) => Figure::Value(s),
+            Err(_) => Figure::Na(format!("VFIO_MIG_BENCH_BOOT_S is {v:?}, not a number")),
+        },
+        Err(_) => Figure::Na(
+            "the boot's start is unknown (VFIO_MIG_BENCH_BOOT_S not set: not run by \
+             qemu-tests/guest-bench.sh under vng-run.sh)"
+                .into(),
+        ),
+    }
+}
+
+/// A value with at most three decimals, without trailing zeros.
+fn value_text(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').into()
+}
+
+/// The `bench:` lines: every name of [`FIGURES`] once, in order, from
+/// `got`; a figure missing from `got` is `n/a` with the reason `missing`
+/// gives for its benchmark.
+fn figure_lines(got: &[(&str, Figure)], missing: impl Fn(&str) -> String) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, bench) in FIGURES {
+        let f = match got.iter().find(|(n, _)| *n == name) {
+            Some((_, f)) => f.clone(),
+            None => Figure::Na(bench.map_or_else(|| "not measured".into(), &missing)),
+        };
+        match f {
+            Figure::Value(v) => out.push(format!("bench: {name} {}", value_text(v))),
+            Figure::Na(why) => {
+                out.push(format!("# {name}: {why}"));
+                out.push(format!("bench: {name} n/a"));
+            }
+        }
+    }
+    out
 }
 
 /// The command line.
@@ -78,11 +172,12 @@ impl Opts {
 /// A benchmark's entry point.
 type Bench = fn(&Opts) -> BResult<Report>;
 
-const BENCHES: [(&str, Bench); 4] = [
+const BENCHES: [(&str, Bench); 5] = [
     ("dirty", dirty::run),
     ("save", save::run),
     ("bar", bar::run),
     ("downtime", downtime::run),
+    ("qemu", qemu::run),
 ];
 
 /// An open mdev that is removed when dropped. The fields drop in
@@ -114,7 +209,8 @@ pub fn open_sample(ty: &str, opts: &Opts) -> BResult<Opened> {
     Ok(Opened { dev: d, _mdev: m })
 }
 
-const USAGE: &str = "usage: vfio-mig-bench [--only dirty,save,bar,downtime] [--reps N] [--quick] \
+const USAGE: &str =
+    "usage: vfio-mig-bench [--only dirty,save,bar,downtime,qemu] [--reps N] [--quick] \
                      [--iommufd]";
 
 fn parse_args(args: &[String]) -> Result<Opts, String> {
@@ -278,6 +374,7 @@ fn main() -> ExitCode {
     };
     println!("{}", environment(&opts).render());
     let mut failed = Vec::new();
+    let mut figures = vec![("boot_to_suite_s", boot_figure())];
     for name in &opts.only {
         let (_, run) = BENCHES.iter().find(|(n, _)| n == name).unwrap();
         let t0 = Instant::now();
@@ -286,6 +383,7 @@ fn main() -> ExitCode {
                 for t in &r.tables {
                     println!("{}", t.render());
                 }
+                figures.extend(r.figures);
                 for e in r.errors {
                     failed.push(format!("{name}: {e}"));
                 }
@@ -303,6 +401,18 @@ fn main() -> ExitCode {
             "{n} guest pages are still pinned after the benchmarks"
         )),
         Err(e) => println!("# pinned guest pages: unknown ({e})"),
+    }
+    let lines = figure_lines(&figures, |bench| {
+        if !opts.only.iter().any(|b| b == bench) {
+            format!("the {bench} benchmark was not run (--only)")
+        } else if failed.iter().any(|f| f.starts_with(&format!("{bench}: "))) {
+            format!("the {bench} benchmark failed (ERROR below)")
+        } else {
+            format!("the {bench} benchmark did not report it")
+        }
+    });
+    for l in lines {
+        println!("{l}");
     }
     if failed.is_empty() {
         println!("benchmarks done");
@@ -327,7 +437,7 @@ mod tests {
     #[test]
     fn parse() {
         let o = parse_args(&[]).unwrap();
-        assert_eq!(o.only, ["dirty", "save", "bar", "downtime"]);
+        assert_eq!(o.only, ["dirty", "save", "bar", "downtime", "qemu"]);
         assert_eq!(o.reps(7), 7);
         let o = parse_args(&args("--only bar,dirty --reps=2 --iommufd")).unwrap();
         assert_eq!(o.only, ["bar", "dirty"]);
@@ -341,5 +451,42 @@ mod tests {
         assert!(parse_args(&args("--reps 0")).is_err());
         assert!(parse_args(&args("--reps")).is_err());
         assert!(parse_args(&args("--bogus")).is_err());
+    }
+
+    #[test]
+    fn figures_every_name_once_in_order() {
+        let got = [
+            ("bar0_read_vs_mtty", Figure::Value(1.0456)),
+            ("save_vs_memcpy", Figure::Na("why".into())),
+            ("boot_to_suite_s", Figure::Value(30.0)),
+        ];
+        let lines = figure_lines(&got, |b| format!("{b} missing"));
+        let bench: Vec<&String> = lines.iter().filter(|l| l.starts_with("bench: ")).collect();
+        assert_eq!(bench.len(), FIGURES.len());
+        for (l, (name, _)) in bench.iter().zip(FIGURES) {
+            assert!(l.starts_with(&format!("bench: {name} ")), "{l}");
+        }
+        assert_eq!(lines[0], "# save_vs_memcpy: why");
+        assert_eq!(lines[1], "bench: save_vs_memcpy n/a");
+        assert!(lines.contains(&"bench: bar0_read_vs_mtty 1.046".to_string()));
+        assert!(lines.contains(&"bench: boot_to_suite_s 30".to_string()));
+        assert!(lines.contains(&"# qemu_downtime_ms_mtty: qemu missing".to_string()));
+        // Every n/a has its reason on the line before.
+        for (i, l) in lines.iter().enumerate() {
+            if l.ends_with(" n/a") {
+                assert!(lines[i - 1].starts_with("# "), "{l}");
+            }
+        }
+    }
+
+    #[test]
+    fn figure_values() {
+        assert_eq!(value_text(0.5), "0.5");
+        assert_eq!(value_text(12.0), "12");
+        assert_eq!(value_text(100.0), "100");
+        assert_eq!(value_text(0.0), "0");
+        assert_eq!(value_text(0.0004), "0");
+        assert_eq!(Figure::or_na(f64::NAN, "x"), Figure::Na("x".into()));
+        assert_eq!(Figure::or_na(2.0, "x"), Figure::Value(2.0));
     }
 }

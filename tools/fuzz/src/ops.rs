@@ -723,7 +723,7 @@ impl Fuzz {
             self.streams.pop_front();
         }
         self.streams.push_back((kind, stream.clone()));
-        self.restore(dst, kind, stream, Some(&memory))
+        self.restore("migrate", dst, kind, stream, Some(&memory))
     }
 
     fn restore_saved(&mut self, i: usize) -> Result<(), Violation> {
@@ -732,14 +732,15 @@ impl Fuzz {
         }
         let k = self.rng.random_range(0..self.streams.len());
         let (kind, stream) = self.streams[k].clone();
-        self.restore(i, kind, stream, None)
+        self.restore("restore saved stream", i, kind, stream, None)
     }
 
-    /// Restores `stream` (of a `kind` device) into slot `i`, maybe damaged.
-    /// It must succeed exactly when the stream is whole and for this kind;
-    /// then device memory is `memory`, if given.
+    /// Restores `stream` (of a `kind` device) into slot `i`, maybe damaged,
+    /// counted as operation `op`. It must succeed exactly when the stream is
+    /// whole and for this kind; then device memory is `memory`, if given.
     fn restore(
         &mut self,
+        op: &'static str,
         i: usize,
         kind: Kind,
         mut stream: Vec<u8>,
@@ -825,7 +826,7 @@ impl Fuzz {
                 .map_err(|e| format!("RESUME -> FAILED: {e}"))?;
             o.state = State::Failed;
         }
-        self.count("migrate", committed);
+        self.count(op, committed);
         Ok(())
     }
 

@@ -183,6 +183,7 @@ const TESTS: &[Test] = tests![
     t_hardening::hardening_dirty_log_bound,
     t_hardening::hardening_failed_copies,
     t_hardening::hardening_unmap_races,
+    t_hardening::hardening_unmap_during_release,
     t_hardening::hardening_intx_level,
     t_hardening::hardening_register_record,
     t_mtty::mtty_sysfs,

@@ -507,6 +507,71 @@ pub fn hardening_unmap_races(env: &Env) -> TResult {
     log.expect_clean("after the races")
 }
 
+/// The unpin-delay knob in debugfs (`rust/pinned.rs`), set back to 0 on drop.
+struct UnpinDelay;
+
+impl UnpinDelay {
+    const DELAY: &'static str = "/sys/kernel/debug/vfio_mig_sample/unpin_delay_ms";
+    const COUNT: &'static str = "/sys/kernel/debug/vfio_mig_sample/unpins_delayed";
+
+    fn set(ms: u32) -> Result<Self, String> {
+        std::fs::write(Self::DELAY, ms.to_string())
+            .map_err(|e| format!("write {}: {e}", Self::DELAY))?;
+        Ok(UnpinDelay)
+    }
+
+    fn delayed() -> Result<u64, String> {
+        let t = std::fs::read_to_string(Self::COUNT)
+            .map_err(|e| format!("read {}: {e}", Self::COUNT))?;
+        t.trim()
+            .parse()
+            .map_err(|_| format!("{} is not a number: {t:?}", Self::COUNT))
+    }
+}
+
+impl Drop for UnpinDelay {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::DELAY, "0");
+    }
+}
+
+/// An unmap of the ring's range while the ring is being released (out of
+/// the pins, not unpinned yet) must not return before the pages are
+/// unpinned: iommufd calls `dma_unmap` again while they are, and gives up
+/// with a WARN and `EDEADLK` after 100 calls. The knob holds the release
+/// in that window for 300 ms, so the unmap surely lands in it.
+pub fn hardening_unmap_during_release(env: &Env) -> TResult {
+    let b0 = pinned_total()?;
+    let mut log = KernelLog::open()?;
+    let fx = env.open(&SMALL, OpenPath::Iommufd)?;
+    let dev = fx.dev();
+    let ram = Ram::map(dev, BASE, 16, 0)?;
+    pin_ring_ok(dev, BASE, 8, true)?;
+    let knob = UnpinDelay::set(300)?;
+    let before = UnpinDelay::delayed()?;
+    let unmapped = std::thread::scope(|sc| {
+        let release = sc.spawn(|| wr(dev, dma::RING_CTRL, 0));
+        // The release is in the window once its unpin has started sleeping.
+        while UnpinDelay::delayed()? == before && !release.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ensure!(
+            UnpinDelay::delayed()? > before,
+            "the release ended without its unpin sleeping: the knob did nothing"
+        );
+        let unmapped = ram.unmap(dev);
+        release
+            .join()
+            .unwrap_or_else(|_| Err("release thread panicked".into()))?;
+        Ok::<_, String>(unmapped)
+    })?;
+    drop(knob);
+    unmapped.map_err(|e| format!("unmap during the ring's release: {e}"))?;
+    expect_reg(dev, dma::PINNED_PAGES, 0, "after the release")?;
+    expect_pinned_total(b0, "after the release")?;
+    log.expect_clean("after the unmap during the release")
+}
+
 // ---------------------------------------------------------------------------
 // 6. INTx is level-triggered
 

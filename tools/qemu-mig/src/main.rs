@@ -43,7 +43,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Every scenario: the mtty control, the sample device through the
+    /// Every scenario: the mtty control (both backends), the sample device through the
     /// three dirty-tracking paths, and the failures.
     Suite,
     /// One migration of the sample device (legacy container, device DMA

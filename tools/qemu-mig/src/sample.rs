@@ -23,13 +23,13 @@ const PATTERN_GPA: u64 = 0x0100_0000;
 /// The pattern copied into BAR2 by `FROM_GUEST`.
 const PATTERN_LEN: usize = 256 << 10;
 const RING_GPA: u64 = 0x0140_0000;
-const RING_PAGES: u32 = 16;
+const RING_LEN_PAGES: u32 = 16;
 const BG_GPA: u64 = 0x0180_0000;
 /// The background writer's range: 2 MiB.
 const BG_PAGES: u32 = 512;
 /// Page writes per second: a full pass over the range every second or so,
 /// so pages sent in one pre-copy pass are written again before the next.
-const BG_RATE: u32 = 500;
+const WRITER_PAGES_PER_S: u32 = 500;
 const FILL_GPA: u64 = 0x0200_0000;
 const FILL_LEN: usize = 64 << 10;
 const FILL_PATTERN: u32 = 0xa5c3_f00d;
@@ -133,18 +133,18 @@ impl Sample {
         }
 
         self.set_iova(qt, reg::RING_IOVA_LO, RING_GPA)?;
-        self.set(qt, reg::RING_PAGES, RING_PAGES)?;
+        self.set(qt, reg::RING_PAGES, RING_LEN_PAGES)?;
         self.set(qt, reg::RING_CTRL, RING_PINNED | RING_WRITABLE)?;
         let pinned = self.reg(qt, reg::PINNED_PAGES)?;
         ensure!(
-            pinned == RING_PAGES,
+            pinned == RING_LEN_PAGES,
             "ring: PINNED_PAGES {pinned}, RING_ERROR {}",
             self.reg(qt, reg::RING_ERROR)?
         );
 
         self.set_iova(qt, reg::BG_IOVA_LO, BG_GPA)?;
         self.set(qt, reg::BG_PAGES, BG_PAGES)?;
-        self.set(qt, reg::BG_RATE, BG_RATE)?;
+        self.set(qt, reg::BG_RATE, WRITER_PAGES_PER_S)?;
         self.set(qt, reg::BG_CTRL, BG_ENABLE)?;
         poll(
             "the writer to stamp its whole range",
@@ -255,7 +255,7 @@ impl Sample {
         let ctrl = self.reg(qt, reg::RING_CTRL)?;
         let pinned = self.reg(qt, reg::PINNED_PAGES)?;
         ensure!(
-            ctrl == RING_PINNED | RING_WRITABLE && pinned == RING_PAGES,
+            ctrl == RING_PINNED | RING_WRITABLE && pinned == RING_LEN_PAGES,
             "RING_CTRL {ctrl:#x}, PINNED_PAGES {pinned}, RING_ERROR {}",
             self.reg(qt, reg::RING_ERROR)?
         );

@@ -93,6 +93,9 @@ impl Scenario {
         };
         let what = match self.failure {
             None if self.dut == Dut::Bare => "",
+            // mtty has no DMA logging: on iommufd QEMU has no dirty
+            // tracking for it at all.
+            None if self.dut == Dut::Mtty && self.tracking == Tracking::Iommufd => "iommufd",
             None => self.tracking.label(),
             Some(Failure::WrongType) => "destination of the other type",
             Some(Failure::DestinationKilled) => "destination killed in pre-copy",
@@ -100,11 +103,28 @@ impl Scenario {
         };
         format!("qemu {dut} {what}").trim_end().to_string()
     }
+
+    /// QEMU tracks the device's DMA through the device's own DMA logging
+    /// (only the sample device has it).
+    fn device_logging(&self) -> bool {
+        self.dut == Dut::Sample && self.tracking.device_logging()
+    }
+
+    /// QEMU's trace tells the tracking paths apart. Not for mtty on
+    /// iommufd: QEMU 10 traces the start of device DMA logging there
+    /// although mtty has none and nothing asks it (seen in this suite).
+    fn tracking_checkable(&self) -> bool {
+        match self.dut {
+            Dut::Bare => false,
+            Dut::Mtty => self.tracking != Tracking::Iommufd,
+            Dut::Sample => true,
+        }
+    }
 }
 
-/// Everything the guest suite runs: the mtty control first (a failure
-/// there is QEMU's or the environment's), the sample device through the
-/// three dirty-tracking paths, then the failures.
+/// Everything the guest suite runs: the mtty control first, through both
+/// backends (a failure there is QEMU's or the environment's), the sample
+/// device through the three dirty-tracking paths, then the failures.
 pub fn suite() -> Vec<Scenario> {
     let migrate = |dut, tracking| Scenario {
         dut,
@@ -118,6 +138,7 @@ pub fn suite() -> Vec<Scenario> {
     };
     vec![
         migrate(Dut::Mtty, Tracking::Container),
+        migrate(Dut::Mtty, Tracking::Iommufd),
         migrate(Dut::Sample, Tracking::DeviceLog),
         migrate(Dut::Sample, Tracking::Container),
         migrate(Dut::Sample, Tracking::Iommufd),
@@ -265,10 +286,8 @@ fn migrate(env: &Env, sc: &Scenario, dir: &RunDir, c: &mut Checks) -> Result<Val
     }
     src.quit()?;
     dst.quit()?;
-    if sc.dut != Dut::Bare {
-        c.check(tracking_check_name(sc.tracking), || {
-            tracking_used(dir, sc.tracking)
-        });
+    if sc.tracking_checkable() {
+        c.check(tracking_check_name(sc), || tracking_used(dir, sc));
     }
     c.check("no page pinned after both QEMUs quit", nothing_pinned);
     Ok(info)
@@ -545,20 +564,20 @@ fn states_are(vm: &mut Vm, expected: &[&str]) -> Result<()> {
     }
 }
 
-fn tracking_check_name(t: Tracking) -> &'static str {
-    if t.device_logging() {
+fn tracking_check_name(sc: &Scenario) -> &'static str {
+    if sc.device_logging() {
         "QEMU tracked DMA through the device's DMA logging"
     } else {
-        "QEMU tracked DMA through the container, not the device"
+        "QEMU did not use device DMA logging"
     }
 }
 
 /// The source QEMU traced the start of device DMA logging exactly when
 /// the path under test uses it.
-fn tracking_used(dir: &RunDir, t: Tracking) -> Result<()> {
+fn tracking_used(dir: &RunDir, sc: &Scenario) -> Result<()> {
     let traced = dir.logs(Role::Source.name()).contains(DEVICE_LOGGING_TRACE);
     ensure!(
-        traced == t.device_logging(),
+        traced == sc.device_logging(),
         "the source QEMU {} {DEVICE_LOGGING_TRACE}",
         if traced { "traced" } else { "never traced" }
     );

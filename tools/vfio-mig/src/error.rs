@@ -145,11 +145,14 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::ESPIPE => "ESPIPE",
         libc::EROFS => "EROFS",
         libc::ERANGE => "ERANGE",
+        libc::EDEADLK => "EDEADLK",
         libc::ENOSYS => "ENOSYS",
+        libc::ENOMSG => "ENOMSG",
         libc::EOVERFLOW => "EOVERFLOW",
         libc::EUSERS => "EUSERS",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ECANCELED => "ECANCELED",
         _ => "E?",
     }
 }

@@ -40,7 +40,7 @@ mod verify;
 
 pub use fixture::{DeviceWorkload, FILL_PATTERN};
 pub use pages::{collect_dirty, DirtyLog, DirtyScan, PageSet};
-pub use precopy::{migrate, migrate_with, LiveOptions};
+pub use precopy::{copy_pages, migrate, migrate_with, LiveOptions};
 pub use report::{
     Convergence, Iteration, IterationHeader, IterationRow, LiveReport, Phase, Verification,
     WriterCheck,

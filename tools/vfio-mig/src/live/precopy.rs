@@ -370,8 +370,9 @@ impl Migration<'_, '_> {
 }
 
 /// Copies the pages of `set` from the source's RAM to the destination's,
-/// run by run; returns the bytes copied.
-fn copy_pages(src: &GuestMemory, dst: &GuestMemory, set: &PageSet) -> Result<u64> {
+/// run by run (one copy per run of consecutive pages, no system call);
+/// returns the bytes copied.
+pub fn copy_pages(src: &GuestMemory, dst: &GuestMemory, set: &PageSet) -> Result<u64> {
     let mut bytes = 0u64;
     for (first, n) in set.runs() {
         let off = usize::try_from(first * GUEST_PAGE_SIZE)
