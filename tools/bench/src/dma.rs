@@ -138,7 +138,8 @@ pub struct Query {
     /// The query calls only: write `start_addr`, write `total`, read
     /// `copied`, summed over the windows.
     pub query: Duration,
-    /// Reading the bitmaps out of the bitmap area (with `data.offset`),
+    /// Reading the bitmaps out of the bitmap area (with `data.offset`;
+    /// from the mapped area when the region offers it, else `pread`),
     /// summed over the windows.
     pub readout: Duration,
     /// Windows (queries) the range took.
@@ -184,11 +185,14 @@ pub fn query(
             .map_err(|e| e.to_string())?;
         let nbytes = copied.div_ceil(64) as usize * 8;
         buf.resize(nbytes, 0);
-        dev.read_region(
-            dev.migration_region().map_err(|e| e.to_string())?.index(),
-            off,
-            buf,
-        )
+        match dev.mig_mapping().map_err(|e| e.to_string())? {
+            Some(m) => m.read_bitmap(off, buf),
+            None => dev.read_region(
+                dev.migration_region().map_err(|e| e.to_string())?.index(),
+                off,
+                buf,
+            ),
+        }
         .map_err(|e| format!("read of the {nbytes}-byte bitmap at {off:#x}: {e}"))?;
         q.readout += t1.elapsed();
         decode(buf, copied, done, &mut q.dirty);

@@ -6,7 +6,8 @@
 //! pseudo-random bytes). Save: MIGRATION_SETUP, MIGRATION_STOPNCOPY, then
 //! get buffer until it returns 0, with `threshold_size` 0 so that every
 //! chunk is as large as the data area; each chunk is read straight into
-//! the stream buffer (no userspace copy besides the pread itself). Restore:
+//! the stream buffer (no userspace copy besides the pread itself), and
+//! again copied from the mmap'ed data area instead of `pread`. Restore:
 //! the stream into another `large` mdev in MIGRATION_RESUME, chunks of the
 //! data area's size (set buffer), then MIGRATION_RESUME_COMPLETED. v2 read:
 //! the same device memory as a v2 `STOP_COPY` stream, read from the v2 data
@@ -21,9 +22,8 @@ use vfio_mig::abi::bar0;
 use vfio_mig::abi::migration::DATA_OFFSET;
 use vfio_mig::abi::region::BAR2;
 use vfio_mig::sample::Regs;
-use vfio_mig::uapi::vfio::VFIO_REGION_INFO_FLAG_MMAP;
 use vfio_mig::v2::V2State;
-use vfio_mig::{Device, DeviceState, Field};
+use vfio_mig::{Device, DeviceState, Field, MigrationMapping};
 
 use crate::dma::Lcg;
 use crate::stats::{self, num, ratio, Table};
@@ -32,9 +32,14 @@ use crate::{BResult, Figure, Opts, Report};
 /// The size of a v2 data file read (what QEMU reads at a time).
 const V2_READ: usize = 1 << 20;
 
-/// One save: the stream into `stream` (which must be large enough);
-/// returns `(bytes, chunks, time of the get-buffer loop)`.
-fn save(src: &Device, stream: &mut [u8]) -> BResult<(usize, u32, Duration)> {
+/// One save: the stream into `stream` (which must be large enough), each
+/// chunk copied out of the data area with `pread`, or from `map`, the
+/// mapped data area; returns `(bytes, chunks, time of the get-buffer loop)`.
+fn save(
+    src: &Device,
+    stream: &mut [u8],
+    map: Option<&MigrationMapping>,
+) -> BResult<(usize, u32, Duration)> {
     let r = src.migration_region().map_err(|e| e.to_string())?;
     let idx = r.index();
     src.set_threshold(0).map_err(|e| e.to_string())?;
@@ -57,8 +62,11 @@ fn save(src: &Device, stream: &mut [u8]) -> BResult<(usize, u32, Duration)> {
         let dst = stream
             .get_mut(pos..pos + size)
             .ok_or_else(|| format!("the stream is longer than the {cap} bytes expected"))?;
-        src.read_region(idx, off, dst)
-            .map_err(|e| format!("read of a {size}-byte chunk: {e}"))?;
+        match map {
+            Some(m) => m.read_data(off, dst),
+            None => src.read_region(idx, off, dst),
+        }
+        .map_err(|e| format!("read of a {size}-byte chunk: {e}"))?;
         pos += size;
         chunks += 1;
     }
@@ -164,19 +172,6 @@ fn memcpy_times(bytes: usize, n: usize) -> Vec<Duration> {
         .collect()
 }
 
-/// Why `mmap_save_vs_memcpy` is not measured: this library reads the
-/// migration region with `pread` only; say whether the region would offer
-/// a mapping.
-fn mmap_na(region_flags: u32) -> Figure {
-    Figure::Na(if region_flags & VFIO_REGION_INFO_FLAG_MMAP == 0 {
-        "the migration region's data and bitmap areas are not mmap-able yet (no \
-         VFIO_REGION_INFO_FLAG_MMAP), and vfio-mig reads them with pread"
-            .into()
-    } else {
-        "the migration region is mmap-able, but vfio-mig has no save through the mapping yet".into()
-    })
-}
-
 fn mbps(bytes: usize, d: &[Duration]) -> f64 {
     let us = stats::median_us(d);
     bytes as f64 / us
@@ -200,12 +195,15 @@ pub fn run(opts: &Opts) -> BResult<Report> {
     let reps = opts.reps(15);
     let mut errors = Vec::new();
     let (mut t_save, mut t_set, mut t_restore) = (Vec::new(), Vec::new(), Vec::new());
+    let mut t_mmap_save = Vec::new();
+    // The mapped data area, when the region offers it.
+    let map = src.mig_mapping().map_err(|e| e.to_string())?;
     let (mut t_v2_stop, mut t_v2_read) = (Vec::new(), Vec::new());
     let mut v2_bytes = 0;
     let mut bytes = 0;
     let mut nchunks = 0;
     for rep in 0..reps {
-        let (n, chunks, t) = save(&src, &mut stream)?;
+        let (n, chunks, t) = save(&src, &mut stream, None)?;
         if rep > 0 && n != bytes {
             errors.push(format!(
                 "the stream was {bytes} bytes, then {n} bytes on repetition {rep}"
@@ -214,6 +212,15 @@ pub fn run(opts: &Opts) -> BResult<Report> {
         bytes = n;
         nchunks = chunks;
         t_save.push(t);
+        if let Some(m) = map {
+            let (n_map, _, t) = save(&src, &mut stream, Some(m))?;
+            if n_map != n {
+                errors.push(format!(
+                    "the save through the mapping was {n_map} bytes, through pread {n}"
+                ));
+            }
+            t_mmap_save.push(t);
+        }
         let (tl, ta) = restore(&dst, &stream[..n], data_len)?;
         t_set.push(tl);
         t_restore.push(ta);
@@ -285,6 +292,11 @@ pub fn run(opts: &Opts) -> BResult<Report> {
             &t_save,
             nchunks as usize,
         ),
+        (
+            "save through the mapped data area",
+            &t_mmap_save,
+            nchunks as usize,
+        ),
         ("restore: set-buffer loop", &t_set, chunks_restore),
         (
             "restore: set-buffer loop + RESUME_COMPLETED",
@@ -293,7 +305,9 @@ pub fn run(opts: &Opts) -> BResult<Report> {
         ),
         ("memcpy of the same bytes (Vec to Vec)", &t_copy, 1),
     ] {
-        row(&mut t, name, bytes, chunks, d, copy);
+        if !d.is_empty() {
+            row(&mut t, name, bytes, chunks, d, copy);
+        }
     }
     let v2_reads = v2_bytes.div_ceil(V2_READ);
     let v2_all: Vec<Duration> = t_v2_stop
@@ -338,7 +352,14 @@ pub fn run(opts: &Opts) -> BResult<Report> {
         figures: vec![
             ("save_vs_memcpy", vs(&t_save, bytes, copy)),
             ("restore_vs_memcpy", vs(&t_restore, bytes, copy)),
-            ("mmap_save_vs_memcpy", mmap_na(region.info.flags)),
+            (
+                "mmap_save_vs_memcpy",
+                if map.is_some() {
+                    vs(&t_mmap_save, bytes, copy)
+                } else {
+                    Figure::Na("the migration region offers no mapping of its data area".into())
+                },
+            ),
             ("v2_read_vs_memcpy", vs(&t_v2_read, v2_bytes, copy_v2)),
         ],
         errors,
