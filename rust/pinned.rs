@@ -119,8 +119,9 @@ impl Debugfs {
                     PINNED.as_ptr(),
                 )
             };
-            // SAFETY: As for `pinned_pages`: `dir` is ours, the statics
-            // outlive it, and debugfs reads and writes them as plain `u32`s,
+            // SAFETY: `dir` is our directory; the statics outlive it (it
+            // is removed on module unload, before the module's memory
+            // goes), and debugfs reads and writes them as plain `u32`s,
             // which is what an `AtomicU32` is in memory (the knob's value
             // needs no ordering with anything).
             unsafe {

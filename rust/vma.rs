@@ -59,7 +59,8 @@ impl Vma {
 
     /// One past the last user address of the mapping.
     pub(crate) fn end(&self) -> usize {
-        // SAFETY: As in `start`, for `vm_end`.
+        // SAFETY: The VMA is valid and not written concurrently (type
+        // invariant); `vm_end` is plain data in either arm of the union.
         unsafe { (*self.as_raw()).__bindgen_anon_1.__bindgen_anon_1.vm_end }
     }
 
@@ -94,7 +95,9 @@ impl Vma {
 
     /// Clears `flags` in `vm_flags` (`vm_flags_clear()`, likewise).
     pub(crate) fn clear_flags(&self, flags: VmFlags) {
-        // SAFETY: As in `set_flags`.
+        // SAFETY: The VMA is valid and nothing else reads or writes it
+        // during the mmap callback (type invariant), so a plain write is
+        // enough, as in `vm_flags_init()`.
         unsafe { (*self.as_raw()).__bindgen_anon_2.__vm_flags &= !flags };
     }
 }
