@@ -16,6 +16,7 @@ use crate::device::{mig, region, SMALL};
 use crate::dmautil::{
     expect_reg, path_name, pin_ring_ok, rd, run_ok, start_writer, wait_writes, wr, Cmd, Ram, PAGE,
 };
+use crate::t_migration::{go, set_state};
 use crate::util::{expect_errno, Ctx, Env, Fixture, TResult};
 use crate::{ensure, ensure_eq, ensure_hex};
 
@@ -24,14 +25,6 @@ const EINVAL: i32 = libc::EINVAL;
 const BASE: u64 = 0x4000_0000;
 
 type Pages = BTreeSet<u64>;
-
-fn set_state(dev: &Device, s: DeviceState) -> TResult {
-    dev.set_state(s).map_err(|e| e.to_string())
-}
-
-fn go(dev: &Device, path: &[DeviceState]) -> TResult {
-    path.iter().try_for_each(|s| set_state(dev, *s))
-}
 
 /// One dirty query: checks `copied` and `data.offset`; returns the pages
 /// (relative to `start`) whose bits are set among the first `copied`.

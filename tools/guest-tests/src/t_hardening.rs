@@ -26,7 +26,7 @@ use crate::dmautil::{
     program, rd, run, run_ok, wr, wr_iova, Cmd, Ram, PAGE,
 };
 use crate::t_config::{same_bytes, snapshot};
-use crate::t_migration::{drain, feed, go};
+use crate::t_migration::{drain, feed, go, set_state};
 use crate::util::{expect_fire, expect_quiet, pattern, Ctx, Env, Io, TResult};
 use crate::{ensure, ensure_eq, ensure_hex};
 
@@ -92,10 +92,6 @@ impl KernelLog {
         ensure!(r.is_empty(), "{what}: the kernel reported {r:?}");
         Ok(())
     }
-}
-
-fn set_state(dev: &Device, s: State) -> TResult {
-    dev.set_state(s).map_err(|e| e.to_string())
 }
 
 /// Reads `len` bytes of the migration region at `off`.

@@ -57,11 +57,13 @@ pub(crate) fn expect_state(dev: &Device, want: DeviceState, what: &str) -> TResu
     Ok(())
 }
 
+pub(crate) fn set_state(dev: &Device, s: DeviceState) -> TResult {
+    dev.set_state(s).map_err(|e| e.to_string())
+}
+
+/// Takes the device through the states of `path`, in order.
 pub(crate) fn go(dev: &Device, path: &[DeviceState]) -> TResult {
-    for s in path {
-        dev.set_state(*s).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    path.iter().try_for_each(|s| set_state(dev, *s))
 }
 
 /// Reaches `s` from NONE by a valid path. RESUME and RESUME_COMPLETED get

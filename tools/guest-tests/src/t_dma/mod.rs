@@ -21,6 +21,7 @@ use crate::dmautil::{
     start_writer, wait_writes, wr, Cmd, Ram, PAGE, STILL,
 };
 use crate::ensure;
+use crate::t_migration::{go, set_state};
 use crate::util::{pattern, Ctx, TResult};
 
 mod commands;
@@ -117,14 +118,6 @@ fn expect_writer_still(dev: &Device, ram: &Ram, what: &str) -> TResult {
 fn expect_writer_runs(dev: &Device, n: u32, what: &str) -> Result<u32, String> {
     let w = rd(dev, dma::BG_WRITES)?;
     wait_writes(dev, w + n, what)
-}
-
-fn set_state(dev: &Device, s: DeviceState) -> TResult {
-    dev.set_state(s).map_err(|e| e.to_string())
-}
-
-fn go(dev: &Device, path: &[DeviceState]) -> TResult {
-    path.iter().try_for_each(|s| set_state(dev, *s))
 }
 
 /// Which page of a writer's range holds which count after the given
