@@ -19,5 +19,11 @@ case "$kernel" in
 bench | test) ;;
 *) echo "BENCH_KERNEL=$kernel: bench or test" >&2; exit 2 ;;
 esac
-echo "# make bench: on the $kernel kernel (BENCH_KERNEL=bench|test)"
+# The guest CPU is TCG's `max` without ERMS and FSRM. With them, the
+# kernel's memcpy and copy_to_user and glibc's memcpy use `rep movsb`,
+# which TCG runs one byte per step: then every copy benchmark measures the
+# emulator (save 0.06x memcpy with them, 0.33x without; testing.rst,
+# "Benchmarks"). Both kernels, and the baselines, run on the same model.
+export VNG_CPU=${VNG_CPU:-max,erms=off,fsrm=off}
+echo "# make bench: on the $kernel kernel (BENCH_KERNEL=bench|test), -cpu $VNG_CPU"
 exec "$(dirname "${BASH_SOURCE[0]}")/boot-with.sh" --kernel "$kernel" guest-bench.sh "$@"

@@ -24,7 +24,10 @@ load_modules mtty || { echo "# cannot run without the module"; exit 1; }
 echo "# $(uname -r), $(nproc) cpus, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 start=$(date +%s)
 # vng-run.sh always boots with --disable-kvm: say so in the environment table.
-: "${VFIO_MIG_BENCH_ACCEL:=TCG (qemu-tests/vng-run.sh --disable-kvm)}"
+# Which of the CPU flags that make copies `rep movsb` the guest has
+# (qemu-tests/bench.sh turns them off).
+movsb=$(grep -m 1 -o -w -E 'erms|fsrm' /proc/cpuinfo | tr '\n' ' ')
+: "${VFIO_MIG_BENCH_ACCEL:=TCG (qemu-tests/vng-run.sh --disable-kvm), -cpu ${VFIO_MIG_GUEST_CPU:-max}, rep-movsb flags: ${movsb:-none}}"
 export VFIO_MIG_BENCH_ACCEL
 if [ -n "$boot_s" ]; then export VFIO_MIG_BENCH_BOOT_S=$boot_s; fi
 "$bin/vfio-mig-bench" "$@"

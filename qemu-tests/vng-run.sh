@@ -17,8 +17,12 @@
 # on its PATH; qemu-tests/guest-path/udevadm then cuts init's udev coldplug
 # down to the devices the command's I/O and exit code need.
 #
+# VNG_CPU, if set, is the guest's QEMU `-cpu` model (vng's default under
+# TCG is `max`); `make bench` sets it (qemu-tests/bench.sh).
+#
 # The command sees VFIO_MIG_BOOT_START, the host's clock when the boot
-# began, for its report of how long the boot took (qemu-tests/guest-lib.sh).
+# began, for its report of how long the boot took (qemu-tests/guest-lib.sh),
+# and VFIO_MIG_GUEST_CPU, the `-cpu` model.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,8 +43,8 @@ case "$here" in *[[:space:]]*) echo "vng-run.sh: $here has white space" >&2; exi
 export PATH=$venv/bin:$PATH
 
 # vng quotes nothing itself: hand it one shell-quoted command line.
-cmd="VFIO_MIG_BOOT_START=$(date +%s) $(printf '%q ' "$@")"
+cmd="VFIO_MIG_BOOT_START=$(date +%s) VFIO_MIG_GUEST_CPU=${VNG_CPU:-max} $(printf '%q ' "$@")"
 exec timeout --foreground -k 10 "$timeout_s" vng --run "$kdir" \
 	--disable-kvm --force-9p --user root --memory 2G --cpus 2 \
-	--append "no5lvl PATH=$here/guest-path" \
+	--append "no5lvl PATH=$here/guest-path" ${VNG_CPU:+"--qemu-opts=-cpu $VNG_CPU"} \
 	-- "$cmd"
