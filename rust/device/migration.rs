@@ -22,7 +22,8 @@ use crate::logic::regs::Registers;
 use crate::logic::snapshot::{self, BLOB_LEN};
 use crate::logic::state::{plan_raw, Action, Transition};
 use crate::logic::stream::{
-    Decoder, Encoder, Pending, RestoreSink, SaveSource, StreamError, StreamParams,
+    part, Decoder, Encoder, Faulted, Pending, RestoreSink, SaveSource, StreamError, StreamParams,
+    StreamSink,
 };
 use crate::logic::v2::V2State;
 use crate::vfio;
@@ -217,22 +218,12 @@ struct Source<'a> {
 }
 
 impl SaveSource for Source<'_> {
-    fn read_memory(&self, offset: usize, out: &mut [u8]) {
-        let Some(end) = offset.checked_add(out.len()) else {
-            return;
-        };
-        if let Some(src) = self.mem.get(offset..end) {
-            out.copy_from_slice(src);
-        }
+    fn memory(&self, offset: usize, len: usize) -> &[u8] {
+        part(self.mem, offset, len)
     }
 
-    fn read_registers(&self, offset: usize, out: &mut [u8]) {
-        let Some(end) = offset.checked_add(out.len()) else {
-            return;
-        };
-        if let Some(src) = self.blob.get(offset..end) {
-            out.copy_from_slice(src);
-        }
+    fn registers(&self, offset: usize, len: usize) -> &[u8] {
+        part(&self.blob, offset, len)
     }
 }
 
@@ -341,11 +332,6 @@ impl Migration {
     /// The first `len` bytes of the data area, where a chunk is staged.
     pub(super) fn staging(&mut self, len: usize) -> Result<&mut [u8]> {
         self.data.as_mut_slice().get_mut(..len).ok_or(EINVAL)
-    }
-
-    /// The first `len` bytes of the data area, as staged.
-    pub(super) fn staged(&self, len: usize) -> Result<&[u8]> {
-        self.data.as_slice().get(..len).ok_or(EINVAL)
     }
 
     /// The mappers of the mmap-able areas, which map them without the
@@ -524,8 +510,32 @@ impl State {
 
     /// Encodes the next bytes of the save stream (at most `cap`) into the
     /// data area, from its start; returns how many (0: nothing now, or the
-    /// end). Both interfaces save through this.
-    pub(super) fn encode_next(&mut self, cap: usize) -> Result<usize> {
+    /// end).
+    fn encode_next(&mut self, cap: usize) -> Result<usize> {
+        self.encode_with(|enc, src, dirty, stopped, data| {
+            let out = data.get_mut(..cap).ok_or(EINVAL)?;
+            Ok(enc.fill(src, dirty, stopped, out))
+        })?
+    }
+
+    /// Encodes the next bytes of the save stream into `sink` (a v2 data
+    /// file's reader), straight from device memory: see [`Encoder::emit`].
+    pub(super) fn encode_into<K: StreamSink>(
+        &mut self,
+        sink: &mut K,
+    ) -> Result<Result<usize, Faulted>> {
+        self.encode_with(|enc, src, dirty, stopped, _| enc.emit(src, dirty, stopped, sink))
+    }
+
+    /// Runs `encode` on the save stream's encoder, the device's state (its
+    /// source), the dirty pages of device memory, whether the device is
+    /// stopped, and the data area; keeps the register blob once its record
+    /// has begun. Both interfaces save through this; without a save
+    /// stream, `EINVAL`.
+    fn encode_with<R>(
+        &mut self,
+        encode: impl FnOnce(&mut Encoder, &Source<'_>, &mut Bitmap<KVec<u64>>, bool, &mut [u8]) -> R,
+    ) -> Result<R> {
         let stopped = !self.mig.running();
         let blob = self
             .mig
@@ -537,12 +547,17 @@ impl State {
         };
         let mig = &mut self.mig;
         let encoder = mig.save.as_mut().ok_or(EINVAL)?;
-        let out = mig.data.as_mut_slice().get_mut(..cap).ok_or(EINVAL)?;
-        let n = encoder.fill(&src, &mut mig.mem_dirty, stopped, out);
+        let r = encode(
+            encoder,
+            &src,
+            &mut mig.mem_dirty,
+            stopped,
+            mig.data.as_mut_slice(),
+        );
         if encoder.registers_started() {
             mig.save_blob.get_or_insert(blob);
         }
-        Ok(n)
+        Ok(r)
     }
 
     /// Hands the bytes `range` of the data area to the resume stream's

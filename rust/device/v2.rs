@@ -23,6 +23,7 @@ use crate::dyndbg::dyn_debug;
 use crate::logic::abi::migration::DATA_LEN;
 use crate::logic::abi::GUEST_PAGE_SIZE;
 use crate::logic::state::Direction;
+use crate::logic::stream::{Faulted, SinkFault, StreamSink};
 use crate::logic::v2::{self, V2State};
 use crate::vfio::{self, uapi, DeviceRef, IovaBitmap};
 use kernel::bindings;
@@ -59,29 +60,38 @@ impl FileOps for DataFile {
     }
 }
 
+/// The user's buffer of a data-file read, as the encoder's sink.
+struct UserSink<'a>(&'a mut UserSliceWriter);
+
+impl StreamSink for UserSink<'_> {
+    fn room(&self) -> usize {
+        self.0.len()
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), SinkFault> {
+        // On a fault the writer has not moved: the same bytes go to the
+        // same place when the encoder emits them again.
+        self.0.write_slice(bytes).map_err(|_| SinkFault)
+    }
+}
+
 impl super::State {
     /// A read of data file `id`: the next bytes of the save stream, as
-    /// many as fit. At the end of a `STOP_COPY` stream, 0; in `PRE_COPY`,
-    /// when nothing new is there yet, `ENOMSG`.
+    /// many as fit, copied once, from device memory to the user's buffer.
+    /// At the end of a `STOP_COPY` stream, 0; in `PRE_COPY`, when nothing
+    /// new is there yet, `ENOMSG`. A fault in the user's buffer ends the
+    /// read: the bytes before it count, or `EFAULT` if there are none; the
+    /// rest of the stream comes with the next read.
     fn data_file_read(&mut self, id: u64, buf: &mut UserSliceWriter) -> Result<usize> {
         self.mig.check_file(id)?;
         if self.mig.v2.properties().direction != Direction::Save {
             return Err(refused("data file read", "not a saving device"));
         }
-        let mut done = 0;
-        while !buf.is_empty() {
-            let n = self.encode_next(buf.len().min(DATA_LEN as usize))?;
-            if n == 0 {
-                break;
-            }
-            if let Err(e) = buf.write_slice(self.mig.staged(n)?) {
-                // The bytes left the stream and cannot come back: the file
-                // is done for, and says so from now on.
-                self.mig.file_id = 0;
-                return Err(e);
-            }
-            done += n;
-        }
+        let done = match self.encode_into(&mut UserSink(buf))? {
+            Ok(n) => n,
+            Err(Faulted { emitted: 0 }) => return Err(EFAULT),
+            Err(Faulted { emitted }) => emitted,
+        };
         if done == 0 && self.mig.v2.precopy() {
             // Caught up: the initial image is through.
             self.mig.initial_done = true;

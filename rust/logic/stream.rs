@@ -13,8 +13,9 @@
 //! end record (32 bytes)          length and checksum of everything before
 //! ```
 //!
-//! Both sides work on caller-provided buffers with arbitrary chunk
-//! boundaries (from 1 byte up) and never allocate or panic. The framing's
+//! Both sides work with arbitrary chunk boundaries (from 1 byte up) and
+//! never allocate or panic: the encoder puts into a [`StreamSink`] (a
+//! buffer, or in the kernel a user buffer), the decoder takes buffers. The framing's
 //! numbers are in [`super::abi::stream`].
 
 use core::ops::{Deref, DerefMut};
@@ -293,37 +294,16 @@ impl Checksum {
             self.tail_len = 0;
             self.word(w);
         }
-        // Four words per step: a' = a + w0 + w1 + w2 + w3 and
-        // b' = b + 4a + 4w0 + 3w1 + 2w2 + w3, the same as four single steps
-        // but with shorter dependency chains.
-        let mut blocks = data.chunks_exact(32);
+        let mut words = data.chunks_exact(8);
         let (mut a, mut b) = (self.a, self.b);
-        for block in &mut blocks {
-            if let Some((w, _)) = block.split_first_chunk::<32>() {
-                let w0 = le64(w, 0);
-                let w1 = le64(w, 8);
-                let w2 = le64(w, 16);
-                let w3 = le64(w, 24);
-                let s01 = w0.wrapping_add(w1);
-                let s23 = w2.wrapping_add(w3);
-                let weighted = w0
-                    .wrapping_mul(4)
-                    .wrapping_add(w1.wrapping_mul(3))
-                    .wrapping_add(w2.wrapping_mul(2))
-                    .wrapping_add(w3);
-                b = b.wrapping_add(a.wrapping_mul(4)).wrapping_add(weighted);
-                a = a.wrapping_add(s01.wrapping_add(s23));
+        for w in &mut words {
+            if let Some((w, _)) = w.split_first_chunk::<8>() {
+                a = a.wrapping_add(u64::from_le_bytes(*w));
+                b = b.wrapping_add(a);
             }
         }
         self.a = a;
         self.b = b;
-        let rest = blocks.remainder();
-        let mut words = rest.chunks_exact(8);
-        for w in &mut words {
-            if let Some((w, _)) = w.split_first_chunk::<8>() {
-                self.word(u64::from_le_bytes(*w));
-            }
-        }
         for (i, &byte) in words.remainder().iter().enumerate() {
             self.tail |= u64::from(byte) << (8 * i);
         }
@@ -345,24 +325,21 @@ impl Checksum {
     }
 }
 
-/// Little-endian `u64` at byte `at` of a 32-byte block.
-#[inline(always)]
-fn le64(block: &[u8; 32], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    if let Some(src) = block.get(at..at + 8) {
-        w.copy_from_slice(src);
-    }
-    u64::from_le_bytes(w)
+/// At most `max` bytes of `src` from `off` (fewer, or none, past its end).
+pub(crate) fn part(src: &[u8], off: usize, max: usize) -> &[u8] {
+    let rest = src.get(off..).unwrap_or(&[]);
+    rest.get(..max).unwrap_or(rest)
 }
 
-/// Copies from `src[off..]` into the start of `out`; returns the count.
-fn copy_part(src: &[u8], off: usize, out: &mut [u8]) -> usize {
-    let src = src.get(off..).unwrap_or(&[]);
-    let n = src.len().min(out.len());
-    if let (Some(dst), Some(src)) = (out.get_mut(..n), src.get(..n)) {
-        dst.copy_from_slice(src);
-    }
-    n
+/// Puts `piece` into `sink` and, once it is there, into `sum`.
+fn put<K: StreamSink + ?Sized>(
+    sink: &mut K,
+    sum: &mut Checksum,
+    piece: &[u8],
+) -> Result<(), SinkFault> {
+    sink.put(piece)?;
+    sum.update(piece);
+    Ok(())
 }
 
 /// The head of a record.
@@ -374,40 +351,81 @@ fn record_head(tag: u32, body_len: usize) -> [u8; RECORD_HEAD_LEN] {
     h
 }
 
-/// Emits bytes of the record of `page` from record offset `off`.
-fn page_bytes<S: SaveSource + ?Sized>(src: &S, page: usize, off: usize, out: &mut [u8]) -> usize {
-    const PAYLOAD: usize = RECORD_HEAD_LEN + 8;
-    if off < PAYLOAD {
-        let mut head = [0u8; PAYLOAD];
-        let mut w = Writer::new(&mut head);
-        w.bytes(&record_head(TAG_PAGE, PAGE_BODY_LEN));
-        w.u64(page as u64);
-        return copy_part(&head, off, out);
-    }
-    let in_page = off - PAYLOAD;
-    let n = (PAGE_SIZE - in_page).min(out.len());
-    let Some(base) = page.checked_mul(PAGE_SIZE) else {
-        return 0;
-    };
-    match out.get_mut(..n) {
-        Some(dst) => {
-            src.read_memory(base.saturating_add(in_page), dst);
-            n
-        }
-        None => 0,
-    }
+/// The head and page number of a page record.
+const PAGE_PAYLOAD: usize = RECORD_HEAD_LEN + 8;
+
+/// The first [`PAGE_PAYLOAD`] bytes of the record of `page`.
+fn page_head(page: usize) -> [u8; PAGE_PAYLOAD] {
+    let mut head = [0u8; PAGE_PAYLOAD];
+    let mut w = Writer::new(&mut head);
+    w.bytes(&record_head(TAG_PAGE, PAGE_BODY_LEN));
+    w.u64(page as u64);
+    head
 }
 
 /// Where the source device's state comes from (the encoder reads it at
-/// emission time).
+/// emission time, and hands the caller's slices straight to the sink).
 pub(crate) trait SaveSource {
-    /// Fills `out` with device memory from byte `offset`. The encoder only
-    /// asks for ranges inside one page of the device memory.
-    fn read_memory(&self, offset: usize, out: &mut [u8]);
-    /// Fills `out` with the register-state blob from byte `offset`. The
+    /// `len` bytes of device memory from byte `offset`. The encoder only
+    /// asks for ranges inside one page of the device memory; a shorter
+    /// slice ends what the encoder emits this time.
+    fn memory(&self, offset: usize, len: usize) -> &[u8];
+    /// `len` bytes of the register-state blob from byte `offset`. The
     /// encoder only asks for ranges inside the blob, and only once the
     /// device is stopped.
-    fn read_registers(&self, offset: usize, out: &mut [u8]);
+    fn registers(&self, offset: usize, len: usize) -> &[u8];
+}
+
+/// Where the encoder puts the stream: the kernel's data area, or a user
+/// buffer (a v2 data-file read: one copy from device memory to the user).
+pub(crate) trait StreamSink {
+    /// How many more bytes fit.
+    fn room(&self) -> usize;
+    /// Appends `bytes` (never more than [`room`](Self::room)). On a fault
+    /// none of them count as emitted, and the encoder emits them again the
+    /// next time.
+    fn put(&mut self, bytes: &[u8]) -> Result<(), SinkFault>;
+}
+
+/// A [`StreamSink`] could not take the bytes (in the kernel: the user
+/// buffer faulted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SinkFault;
+
+/// A [`StreamSink`] over a buffer, filled from its start.
+pub(crate) struct SliceSink<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> SliceSink<'a> {
+    /// An empty sink with room for `buf.len()` bytes.
+    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
+        SliceSink { buf, len: 0 }
+    }
+}
+
+impl StreamSink for SliceSink<'_> {
+    fn room(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), SinkFault> {
+        let end = self.len.checked_add(bytes.len()).ok_or(SinkFault)?;
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(SinkFault)?
+            .copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// A [`StreamSink`] fault after `emitted` bytes had gone to the sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Faulted {
+    /// Bytes emitted before the fault, which count as sent.
+    pub(crate) emitted: usize,
 }
 
 /// Where the destination's decoder puts what it receives (the kernel's
@@ -556,14 +574,8 @@ impl Encoder {
         None
     }
 
-    /// Writes the next bytes of the stream into `out` and returns how many.
-    ///
-    /// The header comes first; then a page record for each page set in
-    /// `dirty`; only when `stopped` and no dirty page is left, the register
-    /// record and the end record. Returns 0 when nothing can be produced
-    /// now (running and no dirty page) or the stream is complete. `dirty`
-    /// covers the device memory (`params().npages()` pages); bits beyond
-    /// are cleared and ignored.
+    /// Writes the next bytes of the stream into `out` and returns how many
+    /// ([`Encoder::emit`] into a [`SliceSink`]).
     pub(crate) fn fill<S, B>(
         &mut self,
         src: &S,
@@ -575,23 +587,58 @@ impl Encoder {
         S: SaveSource + ?Sized,
         B: DerefMut<Target = [u64]>,
     {
+        let mut sink = SliceSink::new(out);
+        match self.emit(src, dirty, stopped, &mut sink) {
+            Ok(n) => n,
+            Err(Faulted { emitted }) => emitted,
+        }
+    }
+
+    /// Puts the next bytes of the stream into `sink`, as many as fit, and
+    /// returns how many.
+    ///
+    /// The header comes first; then a page record for each page set in
+    /// `dirty`; only when `stopped` and no dirty page is left, the register
+    /// record and the end record. Returns 0 when nothing can be produced
+    /// now (running and no dirty page) or the stream is complete. `dirty`
+    /// covers the device memory (`params().npages()` pages); bits beyond
+    /// are cleared and ignored. Page bodies go from the source's slices to
+    /// the sink, and into the checksum, with no copy between.
+    ///
+    /// A sink fault stops the emission: what went before it counts as sent
+    /// ([`Faulted::emitted`]), the rest is emitted again next time.
+    pub(crate) fn emit<S, B, K>(
+        &mut self,
+        src: &S,
+        dirty: &mut Bitmap<B>,
+        stopped: bool,
+        sink: &mut K,
+    ) -> Result<usize, Faulted>
+    where
+        S: SaveSource + ?Sized,
+        B: DerefMut<Target = [u64]>,
+        K: StreamSink + ?Sized,
+    {
         let mut done = 0usize;
-        loop {
-            let rest = match out.get_mut(done..) {
-                Some(rest) if !rest.is_empty() => rest,
-                _ => break,
-            };
+        let res = loop {
+            let room = sink.room();
+            if room == 0 {
+                break Ok(());
+            }
             let n = match self.phase {
                 EncPhase::Header { off } => {
-                    let n = copy_part(&self.params.header(), off, rest);
-                    self.sum.update(rest.get(..n).unwrap_or(&[]));
-                    let off = off + n;
+                    let header = self.params.header();
+                    let piece = part(&header, off, room);
+                    if let Err(e) = put(sink, &mut self.sum, piece) {
+                        break Err(e);
+                    }
+                    let off = off + piece.len();
                     self.phase = if off >= HEADER_LEN {
                         EncPhase::Between
                     } else {
                         EncPhase::Header { off }
                     };
-                    n
+                    piece.len()
                 }
                 EncPhase::Between => {
                     if let Some(page) = self.next_dirty(dirty) {
@@ -599,25 +646,48 @@ impl Encoder {
                     } else if stopped {
                         self.phase = EncPhase::Regs { off: 0 };
                     } else {
-                        break;
+                        break Ok(());
                     }
                     continue;
                 }
                 EncPhase::Page { page, off } => {
-                    let n = page_bytes(src, page, off, rest);
-                    self.sum.update(rest.get(..n).unwrap_or(&[]));
-                    let off = off + n;
+                    let head;
+                    let piece = if off < PAGE_PAYLOAD {
+                        head = page_head(page);
+                        part(&head, off, room)
+                    } else {
+                        let in_page = off - PAGE_PAYLOAD;
+                        let base = page.saturating_mul(PAGE_SIZE);
+                        src.memory(
+                            base.saturating_add(in_page),
+                            (PAGE_SIZE - in_page).min(room),
+                        )
+                    };
+                    if let Err(e) = put(sink, &mut self.sum, piece) {
+                        break Err(e);
+                    }
+                    let off = off + piece.len();
                     self.phase = if off >= PAGE_RECORD_LEN {
                         EncPhase::Between
                     } else {
                         EncPhase::Page { page, off }
                     };
-                    n
+                    piece.len()
                 }
                 EncPhase::Regs { off } => {
-                    let n = self.register_bytes(src, off, rest);
-                    self.sum.update(rest.get(..n).unwrap_or(&[]));
-                    let off = off + n;
+                    let head;
+                    let piece = if off < RECORD_HEAD_LEN {
+                        let body = self.params.register_record_len - RECORD_HEAD_LEN;
+                        head = record_head(TAG_REGS, body);
+                        part(&head, off, room)
+                    } else {
+                        let len = (self.params.register_record_len - off).min(room);
+                        src.registers(off - RECORD_HEAD_LEN, len)
+                    };
+                    if let Err(e) = put(sink, &mut self.sum, piece) {
+                        break Err(e);
+                    }
+                    let off = off + piece.len();
                     self.phase = if off >= self.params.register_record_len {
                         EncPhase::End {
                             off: 0,
@@ -626,44 +696,32 @@ impl Encoder {
                     } else {
                         EncPhase::Regs { off }
                     };
-                    n
+                    piece.len()
                 }
                 EncPhase::End { off, record } => {
-                    let n = copy_part(&record, off, rest);
-                    let off = off + n;
+                    // The end record is not part of its own checksum.
+                    let piece = part(&record, off, room);
+                    if let Err(e) = sink.put(piece) {
+                        break Err(e);
+                    }
+                    let off = off + piece.len();
                     self.phase = if off >= END_RECORD_LEN {
                         EncPhase::Done
                     } else {
                         EncPhase::End { off, record }
                     };
-                    n
+                    piece.len()
                 }
-                EncPhase::Done => break,
+                EncPhase::Done => break Ok(()),
             };
             if n == 0 {
-                break;
+                break Ok(());
             }
             done += n;
-        }
+        };
         self.emitted = self.emitted.wrapping_add(done as u64);
-        done
-    }
-
-    /// Emits bytes of the register record from record offset `off`.
-    fn register_bytes<S: SaveSource + ?Sized>(&self, src: &S, off: usize, out: &mut [u8]) -> usize {
-        if off < RECORD_HEAD_LEN {
-            let head = record_head(TAG_REGS, self.params.register_record_len - RECORD_HEAD_LEN);
-            return copy_part(&head, off, out);
-        }
-        let in_blob = off - RECORD_HEAD_LEN;
-        let n = (self.params.register_record_len - off).min(out.len());
-        match out.get_mut(..n) {
-            Some(dst) => {
-                src.read_registers(in_blob, dst);
-                n
-            }
-            None => 0,
-        }
+        res.map(|()| done)
+            .map_err(|SinkFault| Faulted { emitted: done })
     }
 
     /// Builds the end record from the checksum of everything before it.

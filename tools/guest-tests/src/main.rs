@@ -137,6 +137,7 @@ const TESTS: &[Test] = tests![
     t_mmap::mmap_cli,
     t_v2::v2_discovery,
     t_v2::v2_roundtrip,
+    t_v2::v2_read_faults,
     t_v2::v2_region_interop,
     t_v2::v2_precopy,
     t_v2::v2_one_interface,

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The upstream v2 interface beside the region
 //! (Documentation/migration-v2.rst): discovery, save and restore through
-//! data files in any segmentation, streams crossing interfaces, PRE_COPY
-//! and its info, one interface at a time, data files outliving their
-//! session (reset, close, mdev removal, module unload), what a QEMU
-//! destination does in RESUMING and STOP, damaged streams, and DMA logging.
+//! data files in any segmentation, faults in the reader's buffer, streams
+//! crossing interfaces, PRE_COPY and its info, one interface at a time,
+//! data files outliving their session (reset, close, mdev removal, module
+//! unload), what a QEMU destination does in RESUMING and STOP, damaged
+//! streams, and DMA logging.
 
 use vfio_mig::v2::{DataFile, V2State};
 use vfio_mig::{Device, DeviceState, EventFd, OpenPath};
@@ -190,6 +191,88 @@ pub fn v2_roundtrip(env: &Env) -> TResult {
         )?;
     }
     Ok(())
+}
+
+/// `read(2)` of data file `f` into `len` bytes at `at`, which may be
+/// unmapped: the count, or the errno.
+fn raw_read(f: &DataFile, at: *mut u8, len: usize) -> Result<usize, i32> {
+    use std::os::fd::{AsFd, AsRawFd};
+    // SAFETY: read(2) only writes through `at`, and a fault there is the
+    // kernel's to report (EFAULT): no memory of this process is touched
+    // but the `len` bytes at `at`, which belong to the caller's mapping or
+    // to no mapping at all.
+    let n = unsafe { libc::read(f.as_fd().as_raw_fd(), at.cast(), len) };
+    usize::try_from(n).map_err(|_| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
+pub fn v2_read_faults(env: &Env) -> TResult {
+    // Reads go straight from device memory to the user's buffer; a fault
+    // there ends the read with the bytes that arrived, or EFAULT with none,
+    // and loses nothing of the stream.
+    let spec = &SMALL;
+    let (a, want) = filled(env, spec, OpenPath::Iommufd, 0x51)?;
+    let f = set_with_file(a.dev(), V2State::StopCopy)?;
+    let page = 4096;
+    // SAFETY: a new private anonymous mapping of three pages, owned here
+    // and unmapped below; nothing else refers to it.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            3 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    ensure!(map != libc::MAP_FAILED, "mmap of three pages failed");
+    let base = map.cast::<u8>();
+    // SAFETY: the third page of the mapping above, unmapped so that
+    // reads into it fault.
+    let hole = unsafe { base.add(2 * page) };
+    // SAFETY: `hole` and one page from it are part of the mapping.
+    let unmapped = unsafe { libc::munmap(hole.cast(), page) };
+    ensure!(unmapped == 0, "munmap of the third page failed");
+    // 4196 mapped bytes, then the hole.
+    let start = page - 100;
+    // SAFETY: `start` is inside the mapping's first page.
+    let at = unsafe { base.add(start) };
+    let res = (|| {
+        let n =
+            raw_read(&f, at, 2 * page).map_err(|e| format!("read across the hole: errno {e}"))?;
+        ensure!(
+            n > 0 && n <= 2 * page - start,
+            "read across the hole gave {n} bytes, want 1..={}",
+            2 * page - start
+        );
+        // SAFETY: the read above wrote `n` bytes at `at`, all mapped.
+        let mut s = unsafe { std::slice::from_raw_parts(at, n) }.to_vec();
+        match raw_read(&f, hole, 100) {
+            Err(libc::EFAULT) => {}
+            r => return Err(format!("read into the hole: {r:?}, want errno EFAULT")),
+        }
+        s.extend(read_to_end(&f, 1 << 16)?);
+        Ok(s)
+    })();
+    // SAFETY: the two pages of the mapping still mapped; `res` holds a
+    // copy of what was read into them.
+    unsafe { libc::munmap(map, 2 * page) };
+    let s = res?;
+    ensure_eq!(
+        s.len() as u64,
+        full_len(spec),
+        "stream length after the faults"
+    );
+    layout(&s, spec)?;
+    set(a.dev(), V2State::Running)?;
+    let b = open(env, spec, OpenPath::Legacy)?;
+    restore_v2(b.dev(), &s, &[1 << 20])?;
+    same(
+        &snap(b.dev(), spec)?,
+        &want,
+        true,
+        "restored after the faults",
+    )
 }
 
 pub fn v2_region_interop(env: &Env) -> TResult {
