@@ -314,8 +314,10 @@ pub mod migration {
     pub const DATA_LEN: u64 = 1 << 20;
     /// Start of the dirty-bitmap area.
     pub const BITMAP_OFFSET: u64 = DATA_OFFSET + DATA_LEN;
-    /// Size of the dirty-bitmap area (fixed in this version).
-    pub const BITMAP_LEN: u64 = 64 << 10;
+    /// Size of the dirty-bitmap area (fixed in this version): 8 GiB of
+    /// guest pages per query, so that a VM's RAM is one query, whose cost
+    /// does not depend on the size of its range.
+    pub const BITMAP_LEN: u64 = 256 << 10;
     /// Size of the whole region.
     pub const REGION_SIZE: u64 = BITMAP_OFFSET + BITMAP_LEN;
     /// Most pages one dirty query covers: a bit each in the bitmap area.

@@ -264,8 +264,10 @@ pub fn run(opts: &Opts) -> BResult<Report> {
         bytes_label(window * GUEST_PAGE_SIZE)
     ));
     tb.note(
-        "\"query us\" times only those calls; \"bitmap readout\" is the read of data.offset \
-         and of the bitmap area afterwards, timed apart",
+        "\"query us\" times only those calls; \"bitmap readout\", timed apart, is the read \
+         of data.offset and, without a mapped bitmap area, the pread of the bitmap; with \
+         one, the decoder reads the mapped words in place (the decoding, untimed either \
+         way, is the VMM's scan for dirty pages)",
     );
     tb.note(
         "\"2 MiB blocks\": how many 2 MiB blocks of IOVA hold the dirty pages (the \

@@ -183,19 +183,24 @@ pub fn query(
         let off = dev
             .read_field(Field::DataOffset)
             .map_err(|e| e.to_string())?;
-        let nbytes = copied.div_ceil(64) as usize * 8;
-        buf.resize(nbytes, 0);
+        let nwords = copied.div_ceil(64) as usize;
+        let what =
+            |e: vfio_mig::Error| format!("read of the {nwords}-word bitmap at {off:#x}: {e}");
         match dev.mig_mapping().map_err(|e| e.to_string())? {
-            Some(m) => m.read_bitmap(off, buf),
-            None => dev.read_region(
-                dev.migration_region().map_err(|e| e.to_string())?.index(),
-                off,
-                buf,
-            ),
+            // Decoded in place: the readout is the read of data.offset.
+            Some(m) => {
+                let words = m.bitmap_words(off, nwords).map_err(what)?;
+                q.readout += t1.elapsed();
+                decode_words(words, copied, done, &mut q.dirty);
+            }
+            None => {
+                buf.resize(nwords * 8, 0);
+                let idx = dev.migration_region().map_err(|e| e.to_string())?.index();
+                dev.read_region(idx, off, buf).map_err(what)?;
+                q.readout += t1.elapsed();
+                decode(buf, copied, done, &mut q.dirty);
+            }
         }
-        .map_err(|e| format!("read of the {nbytes}-byte bitmap at {off:#x}: {e}"))?;
-        q.readout += t1.elapsed();
-        decode(buf, copied, done, &mut q.dirty);
         done += copied;
     }
     Ok(q)
@@ -204,8 +209,15 @@ pub fn query(
 /// Appends `first + k` for every set bit `k < bits` of the little-endian
 /// u64 words in `bitmap`.
 pub fn decode(bitmap: &[u8], bits: u64, first: u64, out: &mut Vec<u64>) {
-    for (w, c) in bitmap.chunks_exact(8).enumerate() {
-        let mut word = u64::from_le_bytes(c.try_into().unwrap());
+    let words = bitmap
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()));
+    decode_words(words, bits, first, out);
+}
+
+/// [`decode`] of the bitmap's words.
+pub fn decode_words(words: impl Iterator<Item = u64>, bits: u64, first: u64, out: &mut Vec<u64>) {
+    for (w, mut word) in words.enumerate() {
         while word != 0 {
             let b = word.trailing_zeros() as u64;
             let k = w as u64 * 64 + b;

@@ -560,7 +560,7 @@ impl Fuzz {
         let start = self.iova(i, true);
         let total = match pick::weighted(&mut self.rng, &[4, 1, 1]) {
             0 => self.rng.random_range(0..=2048),
-            1 => one(&mut self.rng, &[0x8_0000, 0x8_0001, 1 << 40]),
+            1 => one(&mut self.rng, &[0x20_0000, 0x20_0001, 1 << 40]),
             _ => self.rng.random(),
         };
         let o = self.opened(i)?;

@@ -232,7 +232,7 @@ pub mod mig {
     use vfio_mig::DeviceState;
 
     /// Region size: 4 KiB of registers, the data area, the bitmap area.
-    pub const SIZE: u64 = 0x11_1000;
+    pub const SIZE: u64 = 0x14_1000;
     /// Size of the packed `struct vfio_device_migration_info`.
     pub const INFO_SIZE: u64 = 76;
     /// The data area.
@@ -240,9 +240,9 @@ pub mod mig {
     pub const DATA_LEN: u64 = 0x10_0000;
     /// The dirty bitmap area.
     pub const BITMAP_OFF: u64 = 0x10_1000;
-    pub const BITMAP_LEN: u64 = 0x1_0000;
+    pub const BITMAP_LEN: u64 = 0x4_0000;
     /// Most pages one dirty query covers (`BITMAP_LEN * 8`).
-    pub const BITMAP_PAGES: u64 = 0x8_0000;
+    pub const BITMAP_PAGES: u64 = 0x20_0000;
     /// GET_REGION_INFO: argsz the chain needs (struct, CAP_TYPE, then
     /// SPARSE_MMAP with two areas) and where the first capability sits.
     pub const CAP_ARGSZ: u32 = 32 + 16 + 48;

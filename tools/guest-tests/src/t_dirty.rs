@@ -147,7 +147,8 @@ pub fn dirty_bits_iommufd(env: &Env) -> TResult {
 }
 
 pub fn dirty_large(env: &Env) -> TResult {
-    const PAGES: u64 = 1 << 20; // 4 GiB, sparse
+    // One and a half bitmap areas' worth of pages (12 GiB, sparse).
+    const PAGES: u64 = mig::BITMAP_PAGES + mig::BITMAP_PAGES / 2;
     const BIG: u64 = 1 << 32;
     let fx = env.open(&SMALL, OpenPath::Legacy)?;
     let dev = fx.dev();
@@ -174,11 +175,11 @@ pub fn dirty_large(env: &Env) -> TResult {
         Ok((all, n))
     };
     let (got, n) = collect(PAGES)?;
-    ensure_eq!(n, 2, "queries to cover 2^20 pages");
+    ensure_eq!(n, 2, "queries to cover {PAGES} pages");
     let want: Pages = pages.iter().copied().collect();
     ensure!(
         got == want,
-        "4 GiB in two queries reports {got:?}, want {want:?}"
+        "{PAGES} pages in two queries report {got:?}, want {want:?}"
     );
     let (got, _) = collect(PAGES + 1000)?;
     ensure!(got.is_empty(), "second pass reports {got:?}");

@@ -91,6 +91,31 @@ impl Area {
         Ok(())
     }
 
+    /// The `n` little-endian `u64` words at `at` (8-aligned), read in place
+    /// one at a time, with no copy of the area.
+    fn words(&self, at: usize, n: usize, what: &str) -> Result<impl Iterator<Item = u64> + '_> {
+        let len = n.checked_mul(8).ok_or_else(|| {
+            Error::Invalid(format!("{what}: {n} words do not fit the address space"))
+        })?;
+        self.check(at, len, what)?;
+        if !at.is_multiple_of(8) {
+            return Err(Error::Invalid(format!(
+                "{what}: offset {at:#x} in the area is not 8-aligned"
+            )));
+        }
+        // CAST: `at` is 8-aligned and the mapping page-aligned, so `base`
+        // is aligned for u64.
+        let base = self.ptr.as_ptr().wrapping_add(at).cast::<u64>();
+        Ok((0..n).map(move |i| {
+            // SAFETY: word `i < n` lies inside the mapping (`check` above),
+            // which lives as long as the iterator's borrow of `self`, and is
+            // aligned. Volatile: the device rewrites the area at the next
+            // query, which another thread could make while this iterator
+            // lives; each word is read once, whole.
+            u64::from_le(unsafe { base.add(i).read_volatile() })
+        }))
+    }
+
     /// Copies `src` to the bytes at `at` (a writable area).
     fn write(&self, at: usize, src: &[u8], what: &str) -> Result<()> {
         self.check(at, src.len(), what)?;
@@ -155,6 +180,15 @@ impl MigrationMapping {
         let what = "write of the mapped data area";
         self.data
             .write(Self::area_offset(off, self.data_offset, what)?, src, what)
+    }
+
+    /// The `n` words of the bitmap area at region offset `off` (where a
+    /// dirty query put its bitmap: `data.offset`), read in place: what a
+    /// VMM decodes without copying the bitmap out.
+    pub fn bitmap_words(&self, off: u64, n: usize) -> Result<impl Iterator<Item = u64> + '_> {
+        let what = "in-place read of the mapped bitmap area";
+        self.bitmap
+            .words(Self::area_offset(off, self.bitmap_offset, what)?, n, what)
     }
 
     /// Copies the bitmap area's bytes at region offset `off` into `out`.

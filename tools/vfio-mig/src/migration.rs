@@ -73,7 +73,7 @@ pub struct MigrationRegion {
 impl MigrationRegion {
     /// Builds the layout from the region's info. The ABI does not report
     /// how DATA_LEN and BITMAP_LEN split `size - 4096`; the split of the
-    /// default module parameters is assumed (64 KiB of bitmap), which
+    /// default module parameters is assumed (256 KiB of bitmap), which
     /// matches every region of the default size.
     pub fn from_info(info: RegionInfo) -> Result<Self> {
         let rw = vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_WRITE;

@@ -136,7 +136,7 @@ proptest! {
     #[test]
     fn dirty_query_ranges(
         start in near(&[0, 4096, 1 << 32, 1 << 52, u64::MAX - 4095]),
-        total in near(&[0, 1, 0x8_0000, 1 << 40, 1 << 52, u64::MAX / 4096]),
+        total in near(&[0, 1, 0x20_0000, 1 << 40, 1 << 52, u64::MAX / 4096]),
     ) {
         let want = if start % 4096 != 0 {
             Err(Refused)
@@ -144,7 +144,7 @@ proptest! {
             total
                 .checked_mul(4096)
                 .and_then(|bytes| start.checked_add(bytes))
-                .map(|_| total.min(0x8_0000))
+                .map(|_| total.min(0x20_0000))
                 .ok_or(Refused)
         };
         prop_assert_eq!(dirty_query_pages(start, total), want);
