@@ -15,7 +15,7 @@ use crate::logic::abi::migration::{
 use crate::logic::abi::{config, stream::PAGE_SIZE, GUEST_PAGE_SIZE};
 use crate::logic::bitmap::{words_for, Bitmap};
 use crate::logic::dirty_log::{
-    BitmapArea, ChunkBits, ChunkStore, DirtyLog, OutOfMemory, MAX_CHUNKS,
+    emit_pages, BitmapArea, ChunkBits, ChunkStore, DirtyLog, OutOfMemory, MAX_CHUNKS,
 };
 use crate::logic::migration_region::{self as layout, MmapArea, Target};
 use crate::logic::regs::Registers;
@@ -577,7 +577,9 @@ impl State {
         } else {
             area.clear();
         }
-        report_dirty(&mut mig.guest_dirty, start, pages, ring, |k| area.set(k));
+        report_dirty(&mut mig.guest_dirty, start, pages, ring, |w, bits| {
+            area.or_word(w, bits)
+        });
         mig.data_offset = BITMAP_OFFSET;
         mig.dirty_copied = pages;
         Ok(pages)
@@ -673,21 +675,22 @@ impl State {
 
 /// Reports and forgets the guest pages of `pages` pages from frame `start`
 /// that `log` holds, plus the pages of a ring pinned for writing (`ring`:
-/// first frame and count), which count as dirty on every report:
-/// `emit(k)` for page `start + k`. What the region's dirty query and a v2
-/// DMA-logging report share.
+/// first frame and count), which count as dirty on every report, as words
+/// of the output bitmap: `emit(w, bits)` for pages `start + 64 * w + i`,
+/// to be ORed in (see [`DirtyLog::report`]). What the region's dirty query
+/// and a v2 DMA-logging report share.
 pub(super) fn report_dirty(
     log: &mut DirtyLog<ChunkTree>,
     start: u64,
     pages: u64,
     ring: Option<(u64, u64)>,
-    mut emit: impl FnMut(u64),
+    mut emit: impl FnMut(u64, u64),
 ) {
     log.report(start, pages, &mut emit);
     if let Some((first, count)) = ring {
         let from = first.max(start);
         let to = first.saturating_add(count).min(start.saturating_add(pages));
-        (from..to).for_each(|p| emit(p - start));
+        emit_pages(from.saturating_sub(start), to.saturating_sub(start), emit);
     }
 }
 
