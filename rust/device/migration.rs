@@ -104,7 +104,9 @@ impl AreaMappers {
 
 /// The dirty log's chunks: a red-black tree of small nodes, so that a mark
 /// costs O(log n), no allocation is larger than a node (none can warn), and
-/// clearing the log frees it all.
+/// clearing the log frees it all. The log keeps the nodes a report empties
+/// for the next marks, so a device that writes the same buffers every round
+/// neither allocates nor frees.
 pub(super) struct ChunkTree {
     tree: RBTree<u64, ChunkBits>,
     len: usize,

@@ -6,18 +6,24 @@
 //!
 //! The log is sparse so that it fits guests of any size: an ordered map of
 //! chunks, each the bits of 512 consecutive pages (2 MiB of IOVA). A mark
-//! finds or adds its chunk in O(log n); a query walks only the chunks that
-//! hold dirty pages in its range, so its cost grows with the number of
-//! dirty pages, not with the size of the range. The bitmap area is cleared
-//! the same way: the query remembers which of its words it set, and the
-//! next query zeroes only those.
+//! finds or adds its chunk in O(log n); a query walks only the chunks in
+//! its range that hold dirty pages or that the previous report emptied, so
+//! its cost grows with the number of dirty pages, not with the size of the
+//! range. It hands the bitmap out a 64-bit word at a time. The bitmap area
+//! is cleared the same way: the query remembers which of its words it set,
+//! and the next query zeroes only those.
+//!
+//! A chunk a report empties stays, so that a mark of the next round (DMA
+//! tends to hit the same buffers again) finds it without allocating; the
+//! next report that finds it still empty removes it.
 //!
 //! The log's memory is bounded: it holds at most [`MAX_CHUNKS`] chunks (a
 //! device that wrote more 2 MiB regions between two reports than that has
 //! written across 8 GiB). A mark that would need one more, or that the
-//! store cannot allocate, turns the log into "every page is dirty" until it
-//! is cleared, the safe direction for a migration; the chunks are freed
-//! then, and whenever the log is cleared.
+//! store cannot allocate, first drops the empty chunks (a sweep); if there
+//! is still no room, the log turns into "every page is dirty" until it is
+//! cleared, the safe direction for a migration. The chunks are freed then,
+//! and whenever the log is cleared.
 //!
 //! The storage is the caller's ([`ChunkStore`]): a red-black tree of small
 //! nodes in the module, a `BTreeMap` in the host tests.
@@ -60,7 +66,8 @@ pub(crate) trait ChunkStore {
 ///
 /// # Invariants
 ///
-/// Every chunk in the store has a bit set, and there are at most `limit`.
+/// Every chunk in the store has a bit set or was emptied by a report, and
+/// there are at most `limit`.
 /// When `overflowed`, a mark could not be stored: the store is empty and
 /// every page counts as dirty until the log is cleared.
 pub(crate) struct DirtyLog<S> {
@@ -100,10 +107,21 @@ impl<S: ChunkStore> DirtyLog<S> {
         self.overflowed
     }
 
-    /// Number of chunks held.
+    /// Number of chunks held, empty ones included.
     #[cfg(test)]
     pub(crate) fn chunks(&self) -> usize {
         self.store.len()
+    }
+
+    /// Number of chunks with a dirty page.
+    #[cfg(test)]
+    pub(crate) fn dirty_chunks(&mut self) -> usize {
+        let mut n = 0;
+        self.store.retain_range(0, u64::MAX, |_, bits| {
+            n += usize::from(!is_empty(bits));
+            true
+        });
+        n
     }
 
     /// Number of dirty pages in the log.
@@ -118,15 +136,29 @@ impl<S: ChunkStore> DirtyLog<S> {
     }
 
     /// The bits of chunk `index`, added if it is not there and the bound
-    /// allows.
+    /// and the store allow, after a sweep if need be.
     fn chunk(&mut self, index: u64) -> Option<&mut ChunkBits> {
         if self.store.get_mut(index).is_some() {
             return self.store.get_mut(index);
         }
-        if self.store.len() >= self.limit {
-            return None;
+        if !self.try_insert(index) {
+            self.sweep();
+            if !self.try_insert(index) {
+                return None;
+            }
         }
-        self.store.insert(index).ok()
+        self.store.get_mut(index)
+    }
+
+    /// Adds chunk `index` if the bound and the store allow.
+    fn try_insert(&mut self, index: u64) -> bool {
+        self.store.len() < self.limit && self.store.insert(index).is_ok()
+    }
+
+    /// Drops the empty chunks.
+    fn sweep(&mut self) {
+        self.store
+            .retain_range(0, u64::MAX, |_, bits| !is_empty(bits));
     }
 
     /// Marks `count` pages from page frame `first` dirty.
@@ -179,10 +211,12 @@ impl<S: ChunkStore> DirtyLog<S> {
         // below to `w - 1`.
         let shift = start % 64;
         let aligned_start = start - shift;
-        // Report and clear; the chunks the query emptied go.
         self.store.retain_range(first, last, |index, bits| {
+            // Still empty since a report emptied it: no mark wanted it.
+            if is_empty(bits) {
+                return false;
+            }
             let base = index * CHUNK_PAGES;
-            let mut left = 0;
             for (i, word) in bits.iter_mut().enumerate() {
                 if *word == 0 {
                     continue;
@@ -190,7 +224,6 @@ impl<S: ChunkStore> DirtyLog<S> {
                 let word_base = base + i as u64 * 64;
                 let hit = *word & word_mask(word_base, start, end);
                 *word &= !hit;
-                left |= *word;
                 if hit == 0 {
                     continue;
                 }
@@ -205,9 +238,14 @@ impl<S: ChunkStore> DirtyLog<S> {
                     emit(w, hit >> shift);
                 }
             }
-            left != 0
+            true
         });
     }
+}
+
+/// Whether no page of the chunk is dirty.
+fn is_empty(bits: &ChunkBits) -> bool {
+    bits.iter().all(|&w| w == 0)
 }
 
 /// Emits pages `from..to` of the output bitmap as words, as
@@ -479,8 +517,13 @@ pub(crate) mod tests {
         assert_eq!(l.count(), 6);
         assert_eq!(report(&mut l, 0, 10_000), [3, 511, 512, 5000, 5001, 5002]);
         assert_eq!(l.count(), 0);
-        assert_eq!(l.chunks(), 0, "emptied chunks go");
+        assert_eq!(l.chunks(), 3, "emptied chunks stay for the next marks");
+        l.mark(5001, 1);
+        assert!(report(&mut l, 0, 1000).is_empty());
+        assert_eq!(l.chunks(), 1, "a report drops the chunks still empty");
+        assert_eq!(report(&mut l, 0, 10_000), [5001]);
         assert!(report(&mut l, 0, 10_000).is_empty());
+        assert_eq!(l.chunks(), 0);
     }
 
     #[test]
@@ -525,7 +568,11 @@ pub(crate) mod tests {
                 (first..first + n).for_each(|p| model[p as usize] = true);
                 l.mark(first, n);
             }
-            assert!(l.store.0.values().all(|b| b.iter().any(|&w| w != 0)));
+            let model_chunks = model
+                .chunks(CHUNK_PAGES as usize)
+                .filter(|c| c.contains(&true))
+                .count();
+            assert_eq!(l.dirty_chunks(), model_chunks);
         }
     }
 
@@ -564,6 +611,31 @@ pub(crate) mod tests {
         l.clear();
         l.mark(5 * CHUNK_PAGES, 1);
         assert_eq!(report(&mut l, 0, 1 << 20), [5 * CHUNK_PAGES]);
+    }
+
+    #[test]
+    fn sweeps_the_empty_chunks_before_overflowing() {
+        // The bound, then the store's refusal: both leave room once the
+        // empty chunks go.
+        for (cap, limit) in [(usize::MAX, 3), (3, MAX_CHUNKS)] {
+            let mut l = log_of(cap, limit);
+            for i in 0..3 {
+                l.mark(i * CHUNK_PAGES, 1);
+            }
+            assert_eq!(report(&mut l, 0, CHUNK_PAGES), [0]);
+            assert_eq!(l.chunks(), 3, "the emptied chunk stays");
+            // A kept chunk is reused; a new one takes the emptied one's
+            // place.
+            l.mark(0, 1);
+            assert_eq!(report(&mut l, 0, CHUNK_PAGES), [0]);
+            l.mark(7 * CHUNK_PAGES, 1);
+            assert!(!l.overflowed(), "cap {cap}, limit {limit}");
+            assert_eq!((l.chunks(), l.dirty_chunks()), (3, 3));
+            // With no empty chunk left, the next one overflows.
+            l.mark(9 * CHUNK_PAGES, 1);
+            assert!(l.overflowed(), "cap {cap}, limit {limit}");
+            assert_eq!(l.chunks(), 0);
+        }
     }
 
     #[test]
