@@ -106,10 +106,12 @@ impl AreaMappers {
 /// costs O(log n), no allocation is larger than a node (none can warn), and
 /// clearing the log frees it all. The log keeps the nodes a report empties
 /// for the next marks, so a device that writes the same buffers every round
-/// neither allocates nor frees.
+/// neither allocates nor frees; the nodes it removes go to `spare`, for the
+/// next chunks it adds.
 pub(super) struct ChunkTree {
     tree: RBTree<u64, ChunkBits>,
     len: usize,
+    spare: Spare,
 }
 
 impl ChunkTree {
@@ -117,7 +119,51 @@ impl ChunkTree {
         ChunkTree {
             tree: RBTree::new(),
             len: 0,
+            spare: Spare {
+                nodes: KVec::new(),
+                len: 0,
+            },
         }
+    }
+}
+
+type ChunkNode = RBTreeNodeReservation<u64, ChunkBits>;
+
+/// Nodes removed from a [`ChunkTree`], kept for its next inserts, so that
+/// neither a remove nor the next insert goes to the allocator. There are
+/// never more than the most chunks the tree held at once (a node is
+/// allocated only when none is spare), so the log's bound covers them.
+struct Spare {
+    /// `nodes[..len]` hold a node each; the slots after them are empty
+    /// (there is no `KVec::pop` in this kernel).
+    nodes: KVec<Option<ChunkNode>>,
+    len: usize,
+}
+
+impl Spare {
+    /// Keeps `node`, or frees it if there is no room for one more.
+    fn keep(&mut self, node: ChunkNode) {
+        match self.nodes.get_mut(self.len) {
+            Some(slot) => *slot = Some(node),
+            None => {
+                if self
+                    .nodes
+                    .push(Some(node), GFP_KERNEL | __GFP_NOWARN)
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        self.len += 1;
+    }
+
+    /// A kept node, if there is one.
+    fn take(&mut self) -> Option<ChunkNode> {
+        let last = self.len.checked_sub(1)?;
+        let node = self.nodes.get_mut(last)?.take()?;
+        self.len = last;
+        Some(node)
     }
 }
 
@@ -131,9 +177,12 @@ impl ChunkStore for ChunkTree {
     }
 
     fn insert(&mut self, index: u64) -> Result<&mut ChunkBits, OutOfMemory> {
-        // Past the log's bound it overflows instead: no failure to report.
-        let node =
-            RBTreeNodeReservation::new(GFP_KERNEL | __GFP_NOWARN).map_err(|_| OutOfMemory)?;
+        let node = match self.spare.take() {
+            Some(node) => node,
+            // Past the log's bound it overflows instead: no failure to
+            // report.
+            None => ChunkNode::new(GFP_KERNEL | __GFP_NOWARN).map_err(|_| OutOfMemory)?,
+        };
         match self.tree.entry(index) {
             Entry::Vacant(slot) => {
                 self.len += 1;
@@ -160,7 +209,8 @@ impl ChunkStore for ChunkTree {
             } else {
                 // The cursor moves to the next chunk, or to the previous
                 // one when this was the last: then the walk is over.
-                let (next, _) = c.remove_current();
+                let (next, node) = c.remove_current();
+                self.spare.keep(node.into_reservation());
                 self.len = self.len.saturating_sub(1);
                 cursor = next.filter(|n| *n.current().0 > index);
             }
@@ -168,8 +218,7 @@ impl ChunkStore for ChunkTree {
     }
 
     fn clear(&mut self) {
-        self.tree = RBTree::new();
-        self.len = 0;
+        *self = ChunkTree::new();
     }
 }
 
