@@ -15,7 +15,7 @@ use crate::logic::abi::migration::{
 use crate::logic::abi::{config, stream::PAGE_SIZE, GUEST_PAGE_SIZE};
 use crate::logic::bitmap::{words_for, Bitmap};
 use crate::logic::dirty_log::{
-    BitmapArea, ChunkBits, ChunkStore, DirtyLog, OutOfMemory, MAX_CHUNKS,
+    emit_pages, BitmapArea, ChunkBits, ChunkStore, DirtyLog, OutOfMemory, MAX_CHUNKS,
 };
 use crate::logic::migration_region::{self as layout, MmapArea, Target};
 use crate::logic::regs::Registers;
@@ -105,10 +105,14 @@ impl AreaMappers {
 
 /// The dirty log's chunks: a red-black tree of small nodes, so that a mark
 /// costs O(log n), no allocation is larger than a node (none can warn), and
-/// clearing the log frees it all.
+/// clearing the log frees it all. The log keeps the nodes a report empties
+/// for the next marks, so a device that writes the same buffers every round
+/// neither allocates nor frees; the nodes it removes go to `spare`, for the
+/// next chunks it adds.
 pub(super) struct ChunkTree {
     tree: RBTree<u64, ChunkBits>,
     len: usize,
+    spare: Spare,
 }
 
 impl ChunkTree {
@@ -116,7 +120,51 @@ impl ChunkTree {
         ChunkTree {
             tree: RBTree::new(),
             len: 0,
+            spare: Spare {
+                nodes: KVec::new(),
+                len: 0,
+            },
         }
+    }
+}
+
+type ChunkNode = RBTreeNodeReservation<u64, ChunkBits>;
+
+/// Nodes removed from a [`ChunkTree`], kept for its next inserts, so that
+/// neither a remove nor the next insert goes to the allocator. There are
+/// never more than the most chunks the tree held at once (a node is
+/// allocated only when none is spare), so the log's bound covers them.
+struct Spare {
+    /// `nodes[..len]` hold a node each; the slots after them are empty
+    /// (there is no `KVec::pop` in this kernel).
+    nodes: KVec<Option<ChunkNode>>,
+    len: usize,
+}
+
+impl Spare {
+    /// Keeps `node`, or frees it if there is no room for one more.
+    fn keep(&mut self, node: ChunkNode) {
+        match self.nodes.get_mut(self.len) {
+            Some(slot) => *slot = Some(node),
+            None => {
+                if self
+                    .nodes
+                    .push(Some(node), GFP_KERNEL | __GFP_NOWARN)
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        self.len += 1;
+    }
+
+    /// A kept node, if there is one.
+    fn take(&mut self) -> Option<ChunkNode> {
+        let last = self.len.checked_sub(1)?;
+        let node = self.nodes.get_mut(last)?.take()?;
+        self.len = last;
+        Some(node)
     }
 }
 
@@ -130,9 +178,12 @@ impl ChunkStore for ChunkTree {
     }
 
     fn insert(&mut self, index: u64) -> Result<&mut ChunkBits, OutOfMemory> {
-        // Past the log's bound it overflows instead: no failure to report.
-        let node =
-            RBTreeNodeReservation::new(GFP_KERNEL | __GFP_NOWARN).map_err(|_| OutOfMemory)?;
+        let node = match self.spare.take() {
+            Some(node) => node,
+            // Past the log's bound it overflows instead: no failure to
+            // report.
+            None => ChunkNode::new(GFP_KERNEL | __GFP_NOWARN).map_err(|_| OutOfMemory)?,
+        };
         match self.tree.entry(index) {
             Entry::Vacant(slot) => {
                 self.len += 1;
@@ -159,7 +210,8 @@ impl ChunkStore for ChunkTree {
             } else {
                 // The cursor moves to the next chunk, or to the previous
                 // one when this was the last: then the walk is over.
-                let (next, _) = c.remove_current();
+                let (next, node) = c.remove_current();
+                self.spare.keep(node.into_reservation());
                 self.len = self.len.saturating_sub(1);
                 cursor = next.filter(|n| *n.current().0 > index);
             }
@@ -167,8 +219,7 @@ impl ChunkStore for ChunkTree {
     }
 
     fn clear(&mut self) {
-        self.tree = RBTree::new();
-        self.len = 0;
+        *self = ChunkTree::new();
     }
 }
 
@@ -592,7 +643,9 @@ impl State {
         } else {
             area.clear();
         }
-        report_dirty(&mut mig.guest_dirty, start, pages, ring, |k| area.set(k));
+        report_dirty(&mut mig.guest_dirty, start, pages, ring, |w, bits| {
+            area.or_word(w, bits)
+        });
         mig.data_offset = BITMAP_OFFSET;
         mig.dirty_copied = pages;
         Ok(pages)
@@ -688,21 +741,22 @@ impl State {
 
 /// Reports and forgets the guest pages of `pages` pages from frame `start`
 /// that `log` holds, plus the pages of a ring pinned for writing (`ring`:
-/// first frame and count), which count as dirty on every report:
-/// `emit(k)` for page `start + k`. What the region's dirty query and a v2
-/// DMA-logging report share.
+/// first frame and count), which count as dirty on every report, as words
+/// of the output bitmap: `emit(w, bits)` for pages `start + 64 * w + i`,
+/// to be ORed in (see [`DirtyLog::report`]). What the region's dirty query
+/// and a v2 DMA-logging report share.
 pub(super) fn report_dirty(
     log: &mut DirtyLog<ChunkTree>,
     start: u64,
     pages: u64,
     ring: Option<(u64, u64)>,
-    mut emit: impl FnMut(u64),
+    mut emit: impl FnMut(u64, u64),
 ) {
     log.report(start, pages, &mut emit);
     if let Some((first, count)) = ring {
         let from = first.max(start);
         let to = first.saturating_add(count).min(start.saturating_add(pages));
-        (from..to).for_each(|p| emit(p - start));
+        emit_pages(from.saturating_sub(start), to.saturating_sub(start), emit);
     }
 }
 

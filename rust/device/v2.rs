@@ -22,6 +22,7 @@ use crate::anon_file::{FileOps, NewFile};
 use crate::dyndbg::dyn_debug;
 use crate::logic::abi::migration::DATA_LEN;
 use crate::logic::abi::GUEST_PAGE_SIZE;
+use crate::logic::dirty_log::word_runs;
 use crate::logic::state::Direction;
 use crate::logic::stream::{Faulted, SinkFault, StreamSink};
 use crate::logic::v2::{self, V2State};
@@ -235,17 +236,25 @@ impl SampleDevice {
         // Consecutive pages go to the bitmap as one run.
         let mut run: Option<(u64, u64)> = None;
         let flush = |run: (u64, u64)| dirty.set(run.0 * page, run.1 * page);
-        super::migration::report_dirty(&mut state.mig.guest_dirty, start, pages, ring, |k| {
-            let pfn = start + k;
-            run = match run {
-                Some((first, n)) if first + n == pfn => Some((first, n + 1)),
-                Some(done) => {
-                    flush(done);
-                    Some((pfn, 1))
-                }
-                None => Some((pfn, 1)),
-            };
-        });
+        super::migration::report_dirty(
+            &mut state.mig.guest_dirty,
+            start,
+            pages,
+            ring,
+            |w, bits| {
+                word_runs(w, bits, |k, n| {
+                    let pfn = start + k;
+                    run = match run {
+                        Some((first, len)) if first + len == pfn => Some((first, len + n)),
+                        Some(done) => {
+                            flush(done);
+                            Some((pfn, n))
+                        }
+                        None => Some((pfn, n)),
+                    };
+                })
+            },
+        );
         if let Some(done) = run {
             flush(done);
         }

@@ -77,6 +77,8 @@ struct Case {
     /// The pages the runs cover, sorted.
     pages: Vec<u64>,
     query: Vec<Duration>,
+    /// The same query again at once, nothing dirtied in between.
+    after: Vec<Duration>,
     readout: Vec<Duration>,
     windows: u32,
     wrong: Vec<String>,
@@ -91,6 +93,7 @@ impl Case {
             runs,
             pages,
             query: Vec::new(),
+            after: Vec::new(),
             readout: Vec::new(),
             windows: 0,
             wrong: Vec::new(),
@@ -186,6 +189,9 @@ pub fn run(opts: &Opts) -> BResult<Report> {
             c.query.push(q.query);
             c.readout.push(q.readout);
             c.windows = q.windows;
+            let again = dma::query(&dev, IOVA, pages, window, &mut buf)?;
+            leftovers += again.dirty.len();
+            c.after.push(again.query);
         }
         done_reps = rep + 1;
         let per_rep = t_start.elapsed() / done_reps as u32;
@@ -211,6 +217,7 @@ pub fn run(opts: &Opts) -> BResult<Report> {
         "vs N=0 same range",
         "vs 64 MiB same N",
         "bitmap readout us",
+        "query after us",
         "log ok",
     ];
     let row = |c: &Case, vs_small: String| {
@@ -226,6 +233,7 @@ pub fn run(opts: &Opts) -> BResult<Report> {
             ratio(c.median_us(), find(c.group, c.range, 0)),
             vs_small,
             num(stats::median_us(&c.readout)),
+            num(stats::median_us(&c.after)),
             if c.wrong.is_empty() { "yes" } else { "NO" }.into(),
         ]
     };
@@ -270,6 +278,11 @@ pub fn run(opts: &Opts) -> BResult<Report> {
          way, is the VMM's scan for dirty pages)",
     );
     tb.note(
+        "\"query after\": the same query again at once, with nothing dirtied since; it frees \
+         the log's chunks the query emptied (kept for the device's next writes), which a \
+         dirty set that moves every round pays and one that stays does not",
+    );
+    tb.note(
         "\"2 MiB blocks\": how many 2 MiB blocks of IOVA hold the dirty pages (the \
          module's log keeps the bits of 512 pages together)",
     );
@@ -303,6 +316,17 @@ pub fn run(opts: &Opts) -> BResult<Report> {
          each 4 MiB stride); random (1000 distinct pages, fixed seed); target: each at most \
          2x the empty query",
     );
+    if let Some(c) = spread(Group::Scattered) {
+        let floor = floor_us(&c.pages, window, 201);
+        tc.note(format!(
+            "floor: setting the scattered set's 1000 bits in a zeroed {} bitmap and clearing \
+             them again, in userspace in this guest (the least a report that costs O(dirty \
+             pages) does): {} us, {} the empty query",
+            bytes_label(window / 8),
+            num(floor),
+            ratio(floor, empty.median_us())
+        ));
+    }
     let readout_vs_query =
         (empty.median_us() + stats::median_us(&empty.readout)) / empty.median_us();
     tc.note(format!(
@@ -366,6 +390,29 @@ pub fn run(opts: &Opts) -> BResult<Report> {
         figures,
         errors,
     })
+}
+
+/// Median microseconds, over `reps` runs, of setting the bits of `pages`
+/// in a zeroed bitmap of `window` pages (the query's windows share it, as
+/// they share the bitmap area) and zeroing their words again.
+fn floor_us(pages: &[u64], window: u64, reps: usize) -> f64 {
+    let mut bitmap = vec![0u64; window.div_ceil(64) as usize];
+    let word = |p: u64| ((p % window) / 64) as usize;
+    let times: Vec<Duration> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            for &p in pages {
+                bitmap[word(p)] |= 1 << (p % 64);
+            }
+            std::hint::black_box(&mut bitmap);
+            for &p in pages {
+                bitmap[word(p)] = 0;
+            }
+            std::hint::black_box(&mut bitmap);
+            t.elapsed()
+        })
+        .collect();
+    stats::median_us(&times)
 }
 
 /// How many 2 MiB blocks of IOVA the pages fall in (the dirty log keeps
