@@ -48,7 +48,7 @@ pub fn width(rng: &mut Rng) -> usize {
         0 => one(rng, &[1, 2, 4, 8]),
         1 => rng.random_range(0..=16),
         2 => rng.random_range(17..=8192),
-        _ => one(rng, &[4096, 4112, 0x10_0000, 0x10_0001, 0x1_0000]),
+        _ => one(rng, &[4096, 4112, 0x10_0000, 0x10_0001, 0x4_0000]),
     }
 }
 
@@ -76,7 +76,7 @@ pub fn value64(rng: &mut Rng) -> u64 {
                 0x1000,
                 0x1001,
                 0x10_1000,
-                0x11_1000,
+                0x14_1000,
                 1 << 20,
                 u64::MAX,
                 u64::MAX - 4095,

@@ -490,7 +490,7 @@ mod tests {
         let r = MigrationRegion::from_info(info.clone()).unwrap();
         assert_eq!(
             (r.data_offset, r.data_len, r.bitmap_offset, r.bitmap_len),
-            (0x1000, 0x10_0000, 0x10_1000, 0x1_0000)
+            (0x1000, 0x10_0000, 0x10_1000, 0x4_0000)
         );
         let small = RegionInfo {
             size: 0x1000,
@@ -523,7 +523,7 @@ mod tests {
     #[test]
     fn mmap_offered_only_with_flag_and_both_areas() {
         let rw = vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_WRITE;
-        let both = [(0x1000, 0x10_0000), (0x10_1000, 0x1_0000)];
+        let both = [(0x1000, 0x10_0000), (0x10_1000, 0x4_0000)];
         let info = |flags, areas: &[(u64, u64)]| RegionInfo {
             index: 9,
             argsz: 96,
@@ -540,7 +540,7 @@ mod tests {
         assert!(mmap(flag, &both));
         assert!(!mmap(0, &both));
         assert!(!mmap(flag, &both[..1]));
-        assert!(!mmap(flag, &[(0x1000, 0x1000), (0x10_1000, 0x1_0000)]));
+        assert!(!mmap(flag, &[(0x1000, 0x1000), (0x10_1000, 0x4_0000)]));
     }
 
     #[test]

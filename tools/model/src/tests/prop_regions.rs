@@ -28,7 +28,7 @@ const FIELDS: [(u64, usize, bool, Field); 10] = [
 ];
 const DATA: u64 = 0x1000;
 const BITMAP: u64 = 0x10_1000;
-const END: u64 = 0x11_1000;
+const END: u64 = 0x14_1000;
 
 fn model_decode(offset: u64, len: usize, write: bool) -> Result<Target, Refused> {
     let end = offset.checked_add(len as u64).ok_or(Refused)?;
@@ -64,7 +64,7 @@ fn near(marks: &'static [u64]) -> impl Strategy<Value = u64> {
 fn length() -> impl Strategy<Value = usize> {
     prop_oneof![
         4 => 0usize..17,
-        1 => prop::sample::select(&[4096usize, 0x10_0000, 0x10_0001, 0x1_0000, 0x11_1000][..]),
+        1 => prop::sample::select(&[4096usize, 0x10_0000, 0x10_0001, 0x4_0000, 0x14_1000][..]),
         1 => any::<usize>(),
     ]
 }
@@ -110,7 +110,7 @@ proptest! {
     fn file_offsets(
         index in prop_oneof![4 => 0u64..12, 1 => any::<u64>().prop_map(|i| i >> 40)],
         sizes in prop::array::uniform4(prop_oneof![Just(0u64), 1u64..0x30_0000, Just(1 << 40)]),
-        offset in near(&[0, 0x100, 0x1000, 0x4_0000, 0x20_0000, 0x11_1000, (1 << 40) - 1]),
+        offset in near(&[0, 0x100, 0x1000, 0x4_0000, 0x20_0000, 0x14_1000, (1 << 40) - 1]),
         count in length(),
     ) {
         let size_of = |r: Region| match r {
