@@ -302,11 +302,13 @@ fn access_modes_match() {
 /// Runs `cc -fsyntax-only` on `src` with the header's directory on the
 /// include path.
 fn cc(src: &str, defines: &[&str]) -> Output {
-    let dir = std::env::temp_dir().join(format!("vfio-mig-hdr-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // One directory per call: tests run in parallel, and a directory two
+    // calls shared could go between one's mkdir and its write.
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let file = dir.join(format!("t{n}.c"));
+    let dir = std::env::temp_dir().join(format!("vfio-mig-hdr-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("t.c");
     std::fs::write(&file, src).unwrap();
     let mut cmd = Command::new(std::env::var("CC").unwrap_or("cc".into()));
     cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"])
@@ -317,8 +319,7 @@ fn cc(src: &str, defines: &[&str]) -> Output {
         cmd.arg(format!("-D{d}"));
     }
     let out = cmd.arg(&file).output().expect("run cc");
-    let _ = std::fs::remove_file(&file);
-    let _ = std::fs::remove_dir(&dir); // fails while other tests use it
+    let _ = std::fs::remove_dir_all(&dir);
     out
 }
 
