@@ -106,13 +106,14 @@ impl Area {
         // CAST: `at` is 8-aligned and the mapping page-aligned, so `base`
         // is aligned for u64.
         let base = self.ptr.as_ptr().wrapping_add(at).cast::<u64>();
+        // Volatile: the device rewrites the area at the next query, which
+        // another thread could make while the iterator lives; each word is
+        // read once, whole.
         Ok((0..n).map(move |i| {
-            // SAFETY: word `i < n` lies inside the mapping (`check` above),
-            // which lives as long as the iterator's borrow of `self`, and is
-            // aligned. Volatile: the device rewrites the area at the next
-            // query, which another thread could make while this iterator
-            // lives; each word is read once, whole.
-            u64::from_le(unsafe { base.add(i).read_volatile() })
+            // SAFETY: word `i < n` is inside the mapping (`check` above) and
+            // aligned; the mapping lives as long as the borrow of `self`.
+            let word = unsafe { base.add(i).read_volatile() };
+            u64::from_le(word)
         }))
     }
 
