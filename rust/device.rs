@@ -65,7 +65,7 @@ pub(crate) struct SampleDevice {
 /// status here; the DMA engine, the ring and unmaps in `device/dma.rs`
 /// (`engine_*`, `ring_sync`, `apply_unmaps`); the migration region and the
 /// effects of state changes in `device/migration.rs` (`migration_read`,
-/// `migration_write`, `apply_transition`, `encode_next`, `decode`); the v2
+/// `migration_write`, `apply_transition`, `encode_into`, `decode`); the v2
 /// data files in `device/v2.rs` (`data_file_*`, `precopy_info`).
 struct State {
     config: ConfigSpace,
