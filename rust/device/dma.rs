@@ -252,11 +252,14 @@ impl GuestPins {
         self.settle(pins, ring);
     }
 
+    /// Whether `dma_unmap` recorded ranges since the last
+    /// [`Self::take_unmapped`].
+    fn unmaps_pending(&self) -> bool {
+        self.unmap_pending.load(Ordering::Acquire)
+    }
+
     /// Takes the ranges unmapped since the last call.
     fn take_unmapped(&self) -> ([(u64, u64); UNMAP_SLOTS], usize) {
-        if !self.unmap_pending.load(Ordering::Acquire) {
-            return ([(0, 0); UNMAP_SLOTS], 0);
-        }
         let mut pins = self.pins.lock();
         self.unmap_pending.store(false, Ordering::Relaxed);
         let taken = (pins.unmapped, pins.unmapped_len);
@@ -456,7 +459,17 @@ impl State {
     /// registers: a ring it took, a queued command or the writer in an
     /// unmapped range end with `ECANCELED`. Called by every holder of the
     /// device lock before it looks at the device.
+    #[inline]
     pub(super) fn apply_unmaps(&mut self, pins: &GuestPins) {
+        // Every register access comes here: the usual answer, nothing
+        // unmapped, costs one load and no call.
+        if pins.unmaps_pending() {
+            self.apply_recorded_unmaps(pins);
+        }
+    }
+
+    #[inline(never)]
+    fn apply_recorded_unmaps(&mut self, pins: &GuestPins) {
         let (ranges, n) = pins.take_unmapped();
         for &(start, end) in ranges.iter().take(n) {
             let len = end - start;
