@@ -19,6 +19,8 @@ use crate::logic::regions::{self, Region};
 use crate::logic::regs::{self, Live, Registers, Route, WriteEffect};
 use crate::vfio::{self, uapi, DeviceRef, IovaBitmap};
 use crate::vma::{Vma, VM_DONTDUMP, VM_DONTEXPAND, VM_MAYWRITE, VM_SHARED, VM_WRITE};
+use core::iter::StepBy;
+use core::ops::Range;
 use errors::refused;
 use kernel::alloc::flags::__GFP_ZERO;
 use kernel::c_str;
@@ -228,19 +230,15 @@ impl SampleDevice {
         }
     }
 
+    /// Each dword is one register read, in address order.
     fn read_bar0(&self, state: &State, offset: u64, buf: &mut UserSliceWriter) -> Result {
-        check_dwords(offset, buf.len())?;
+        let offsets = dword_offsets(offset, buf.len())?;
         let live = Live {
             mem_size: self.mem_size as u64,
             status: state.status(),
             pinned: self.pins.pinned_pages(),
         };
-        let start = u32::try_from(offset).map_err(|_| EINVAL)?;
-        let end = u32::try_from(buf.len())
-            .ok()
-            .and_then(|len| start.checked_add(len))
-            .ok_or(EINVAL)?;
-        for off in (start..end).step_by(4) {
+        for off in offsets {
             buf.write(&state.regs.read(off, &live))?;
         }
         Ok(())
@@ -255,9 +253,7 @@ impl SampleDevice {
         offset: u64,
         buf: &mut UserSliceReader,
     ) -> Result {
-        check_dwords(offset, buf.len())?;
-        let mut off = offset as u32;
-        while !buf.is_empty() {
+        for off in dword_offsets(offset, buf.len())? {
             let val = buf.read::<u32>()?;
             match state.regs.write(off, val) {
                 WriteEffect::Interrupt => state.interrupt(),
@@ -266,7 +262,6 @@ impl SampleDevice {
                 WriteEffect::Dma(DmaWrite::Ring) => state.ring_sync(dev, &self.pins),
                 WriteEffect::None | WriteEffect::Dma(DmaWrite::None | DmaWrite::Kick) => {}
             }
-            off += 4;
         }
         Ok(())
     }
@@ -301,12 +296,18 @@ fn read_migration(
     state.migration_read(pins, offset, buf)
 }
 
-/// BAR0 takes whole dwords only.
-fn check_dwords(offset: u64, len: usize) -> Result {
+/// The register offsets of a BAR0 access of `len` bytes at `offset`,
+/// which takes whole dwords only. A bounded range: no overflow on the way.
+fn dword_offsets(offset: u64, len: usize) -> Result<StepBy<Range<u32>>> {
     if offset % 4 != 0 || len % 4 != 0 {
         return Err(EINVAL);
     }
-    Ok(())
+    let start = u32::try_from(offset).map_err(|_| EINVAL)?;
+    let end = u32::try_from(len)
+        .ok()
+        .and_then(|len| start.checked_add(len))
+        .ok_or(EINVAL)?;
+    Ok((start..end).step_by(4))
 }
 
 /// `offset..offset + len` as a slice range (already bounds-checked by
