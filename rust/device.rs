@@ -16,11 +16,9 @@ use crate::logic::config_space::ConfigSpace;
 use crate::logic::dma::DmaWrite;
 use crate::logic::migration_region::{self as layout, MmapArea};
 use crate::logic::regions::{self, Region};
-use crate::logic::regs::{self, Live, Registers, Route, WriteEffect};
+use crate::logic::regs::{self, dword_offsets, Live, Registers, Route, WriteEffect};
 use crate::vfio::{self, uapi, DeviceRef, IovaBitmap};
 use crate::vma::{Vma, VM_DONTDUMP, VM_DONTEXPAND, VM_MAYWRITE, VM_SHARED, VM_WRITE};
-use core::iter::StepBy;
-use core::ops::Range;
 use errors::refused;
 use kernel::alloc::flags::__GFP_ZERO;
 use kernel::c_str;
@@ -294,20 +292,6 @@ fn read_migration(
     buf: &mut UserSliceWriter,
 ) -> Result {
     state.migration_read(pins, offset, buf)
-}
-
-/// The register offsets of a BAR0 access of `len` bytes at `offset`,
-/// which takes whole dwords only. A bounded range: no overflow on the way.
-fn dword_offsets(offset: u64, len: usize) -> Result<StepBy<Range<u32>>> {
-    if offset % 4 != 0 || len % 4 != 0 {
-        return Err(EINVAL);
-    }
-    let start = u32::try_from(offset).map_err(|_| EINVAL)?;
-    let end = u32::try_from(len)
-        .ok()
-        .and_then(|len| start.checked_add(len))
-        .ok_or(EINVAL)?;
-    Ok((start..end).step_by(4))
 }
 
 /// `offset..offset + len` as a slice range (already bounds-checked by

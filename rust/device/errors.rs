@@ -11,6 +11,7 @@ use crate::logic::bitmap::BitmapError;
 use crate::logic::config_space::OutOfRange;
 use crate::logic::migration_region::Refused;
 use crate::logic::regions::BadAccess;
+use crate::logic::regs::NotDwords;
 use crate::logic::snapshot::BadBlob;
 use crate::logic::state::InvalidTransition;
 use crate::logic::stream::StreamError;
@@ -26,6 +27,13 @@ pub(super) fn refused(what: &str, why: &str) -> Error {
 impl From<BadAccess> for Error {
     fn from(_: BadAccess) -> Error {
         dyn_debug!("access refused: outside every region");
+        EINVAL
+    }
+}
+
+impl From<NotDwords> for Error {
+    fn from(_: NotDwords) -> Error {
+        dyn_debug!("BAR0 access refused: not whole, aligned dwords");
         EINVAL
     }
 }

@@ -8,6 +8,27 @@
 
 use super::abi::bar0::{self, DMA_BLOCK, IRQ_ALL, IRQ_DOORBELL};
 use super::dma::{DmaRegs, DmaWrite};
+use core::iter::StepBy;
+use core::ops::Range;
+
+/// A BAR0 access that is not whole, aligned dwords (`EINVAL`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NotDwords;
+
+/// The register offsets of a BAR0 access of `len` bytes at `offset`, in
+/// address order: one register per dword, whole dwords only. A bounded
+/// range, so walking it cannot overflow.
+pub(crate) fn dword_offsets(offset: u64, len: usize) -> Result<StepBy<Range<u32>>, NotDwords> {
+    if offset & 3 != 0 || len & 3 != 0 {
+        return Err(NotDwords);
+    }
+    let start = u32::try_from(offset).map_err(|_| NotDwords)?;
+    let end = u32::try_from(len)
+        .ok()
+        .and_then(|len| start.checked_add(len))
+        .ok_or(NotDwords)?;
+    Ok((start..end).step_by(4))
+}
 
 /// What a register write asks of the device.
 #[derive(Debug, PartialEq, Eq)]
@@ -144,6 +165,22 @@ pub(crate) fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dwords() {
+        let offs = |o, l| dword_offsets(o, l).map(|r| r.collect::<Vec<u32>>());
+        assert_eq!(offs(8, 4), Ok(vec![8]));
+        assert_eq!(offs(0, 12), Ok(vec![0, 4, 8]));
+        assert_eq!(offs(4092, 0), Ok(vec![]));
+        for (o, l) in [(1, 4), (2, 4), (8, 1), (8, 6), (3, 1)] {
+            assert_eq!(offs(o, l), Err(NotDwords), "{l} bytes at {o}");
+        }
+        // Past u32: refused, not wrapped.
+        assert_eq!(offs(1 << 32, 4), Err(NotDwords));
+        assert_eq!(offs(u64::from(u32::MAX - 3), 8), Err(NotDwords));
+        assert_eq!(offs(u64::from(u32::MAX - 3), 4), Err(NotDwords));
+        assert_eq!(offs(u64::from(u32::MAX - 7), 4), Ok(vec![u32::MAX - 7]));
+    }
 
     #[test]
     fn read_only_and_unimplemented() {
