@@ -4,7 +4,9 @@
 //! that says why (off by default; see [`crate::dyndbg`]).
 //!
 //! With these, the device model propagates the logic's errors with `?`:
-//! the reason is logged where the errno is chosen, once per kind.
+//! the reason is logged where the errno is chosen, once per kind. Each
+//! conversion is `#[cold]`, the kernel's `unlikely()`: the refusal's
+//! logging stays out of the register paths (testing.rst, "BAR0 read").
 
 use crate::dyndbg::dyn_debug;
 use crate::logic::bitmap::BitmapError;
@@ -25,6 +27,7 @@ pub(super) fn refused(what: &str, why: &str) -> Error {
 }
 
 impl From<BadAccess> for Error {
+    #[cold]
     fn from(_: BadAccess) -> Error {
         dyn_debug!("access refused: outside every region");
         EINVAL
@@ -32,6 +35,7 @@ impl From<BadAccess> for Error {
 }
 
 impl From<NotDwords> for Error {
+    #[cold]
     fn from(_: NotDwords) -> Error {
         dyn_debug!("BAR0 access refused: not whole, aligned dwords");
         EINVAL
@@ -39,6 +43,7 @@ impl From<NotDwords> for Error {
 }
 
 impl From<OutOfRange> for Error {
+    #[cold]
     fn from(_: OutOfRange) -> Error {
         dyn_debug!("config access refused: outside the configuration space");
         EINVAL
@@ -46,6 +51,7 @@ impl From<OutOfRange> for Error {
 }
 
 impl From<Refused> for Error {
+    #[cold]
     fn from(_: Refused) -> Error {
         dyn_debug!("migration region request refused: not a whole field, an output field written, or outside its area");
         EINVAL
@@ -53,6 +59,7 @@ impl From<Refused> for Error {
 }
 
 impl From<BadBlob> for Error {
+    #[cold]
     fn from(_: BadBlob) -> Error {
         dyn_debug!("register state refused: invalid register blob");
         EINVAL
@@ -60,6 +67,7 @@ impl From<BadBlob> for Error {
 }
 
 impl From<InvalidTransition> for Error {
+    #[cold]
     fn from(e: InvalidTransition) -> Error {
         dyn_debug!("state change refused: {:?}", e);
         EINVAL
@@ -67,6 +75,7 @@ impl From<InvalidTransition> for Error {
 }
 
 impl From<StreamError> for Error {
+    #[cold]
     fn from(e: StreamError) -> Error {
         dyn_debug!("stream refused: {:?}", e);
         EINVAL
@@ -74,6 +83,7 @@ impl From<StreamError> for Error {
 }
 
 impl From<BitmapError> for Error {
+    #[cold]
     fn from(e: BitmapError) -> Error {
         dyn_debug!("dirty bitmap refused: {:?}", e);
         EINVAL
@@ -81,6 +91,7 @@ impl From<BitmapError> for Error {
 }
 
 impl From<UnknownV2State> for Error {
+    #[cold]
     fn from(e: UnknownV2State) -> Error {
         dyn_debug!("v2 state change refused: {} is not a state", e.0);
         EINVAL
